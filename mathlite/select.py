@@ -119,9 +119,15 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+class _Ranked(list):
+    """Clusters already in rank order, so callers rank once, not once per method (treat as read-only)."""
+
+
 def rank_clusters(clusters: Clusters) -> list[list[int]]:
     """Clusters largest first, ties by earliest first member; members sorted, empties dropped."""
-    ranked = [sorted(c) for c in clusters if len(c)]
+    if isinstance(clusters, _Ranked):
+        return clusters
+    ranked = _Ranked(sorted(c) for c in clusters if len(c))
     ranked.sort(key=lambda c: (-len(c), c[0]))
     return ranked
 
@@ -318,7 +324,7 @@ def run_methods(answers: Answers, clusters: Clusters, scores: Scores | None = No
     Evaluator methods need `scores`, oracles need `correct`; each group is left
     out when its input is None.
     """
-    ranked = rank_clusters(clusters)  # rank once; the methods' own re-ranking is then a no-op sort
+    ranked = rank_clusters(clusters)  # rank once; the methods see it is ranked and reuse it
     out: dict[str, Selection] = {}
     for name in method_names(K_values, topn_values, greedy=False,
                              scores=scores is not None, oracles=correct is not None):

@@ -1,0 +1,372 @@
+"""Metrics for sample-and-select: accuracy with CIs, curves over N, breakdowns, evaluator cost.
+
+Input format
+------------
+A run is a list of per-problem records (one JSON object per line in the
+sampler's output), graded already by the sampler:
+
+    {
+      "id": "test/algebra/1234",
+      "level": 5,                                   # MATH difficulty (any hashable value)
+      "subject": "Algebra",
+      "greedy": {"answer": "12", "correct": true},  # or None: no greedy decode for this run
+      "samples": [                                  # the N sampled solutions, in sampling order
+        {"answer": "12",  "correct": true,  "score": 0.93, "tokens": 211},
+        {"answer": null,  "correct": false, "score": 0.02, "tokens": 512},  # no final answer
+        ...
+      ]
+    }
+
+`answer` is the extracted final answer (None: none found), `correct` the
+sampler's grade against the reference, `score` the evaluator's score (higher =
+more likely correct; None if not scored) and `tokens` the solution's length,
+which is what the evaluator pays to read it. Evaluator methods are reported
+only if at least one sample in the run has a score; "greedy" only if every
+problem has a greedy record.
+
+Pipeline
+--------
+    problems = prepare(records)          # clusters each problem's answers once (the slow part)
+    table    = summarize(problems)       # {method: MethodStats}, Wilson 95% CIs
+    curves   = accuracy_curves(problems) # expected accuracy vs N, bootstrap 95% CIs
+    by_level = breakdown(problems, "level")
+
+Every function also accepts the raw records and prepares them itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from mathlite.select import (
+    K_VALUES,
+    TOPN_VALUES,
+    clusters_for,
+    clusters_from_labels,
+    labels_from_clusters,
+    method_label,
+    method_names,
+    run_methods,
+)
+
+ClusterFn = Callable[[list], list[list[int]]]
+
+
+# ---------------------------------------------------------------------------
+# Estimators and confidence intervals
+# ---------------------------------------------------------------------------
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021).
+
+    pass@k = 1 - C(n-c, k) / C(n, k): the chance that k samples drawn without
+    replacement from the n contain a correct one. The binomials overflow for
+    large n, so we use the product form 1 - prod_{i=n-c+1}^{n} (1 - k/i).
+    """
+    if not (0 <= c <= n) or not (1 <= k <= n):
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every k-subset must contain a correct sample
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def _z(confidence: float) -> float:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion.
+
+    Unlike the textbook p +- z*sqrt(p(1-p)/n) it stays inside [0, 1] and does
+    not collapse to a zero-width interval at 0% or 100%.
+    """
+    if n <= 0:
+        return (math.nan, math.nan)
+    z = _z(confidence)
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At 0% and 100% the bound is exactly 0 or 1; say so instead of leaving rounding noise.
+    lo = 0.0 if successes == 0 else max(0.0, center - half)
+    hi = 1.0 if successes == n else min(1.0, center + half)
+    return (lo, hi)
+
+
+def _resample_counts(n_rows: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap resamples of n_rows problems, each as counts (how often each problem was drawn).
+
+    Means over a resample are then `counts @ values / n_rows`: one matrix product
+    for all resamples, without materializing n_boot copies of the data, and
+    every column of `values` (method, sample size) sees the same resamples.
+    """
+    return rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=n_boot)
+
+
+def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, confidence: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI for the mean of per-problem values (e.g. 0/1 correctness)."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return (math.nan, math.nan)
+    _z(confidence)  # validates confidence
+    means = _resample_counts(v.size, n_boot, np.random.default_rng(seed)) @ v / v.size
+    alpha = 1 - confidence
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return (float(lo), float(hi))
+
+
+# ---------------------------------------------------------------------------
+# Preparing problems: cluster once, keep arrays
+# ---------------------------------------------------------------------------
+
+@dataclass
+class PreparedProblem:
+    """One problem's samples as arrays, with its answers clustered once."""
+
+    id: str
+    level: Any
+    subject: Any
+    answers: list
+    correct: np.ndarray  # bool, per sample
+    scores: list  # float | None per sample
+    tokens: np.ndarray  # int, per sample
+    labels: np.ndarray  # cluster id per sample, -1 = no answer
+    greedy_correct: bool | None
+
+    @property
+    def n(self) -> int:
+        return len(self.answers)
+
+
+def prepare(records: Iterable[dict | PreparedProblem], cluster_fn: ClusterFn | None = None) -> list[PreparedProblem]:
+    """Turn input records into `PreparedProblem`s, clustering each problem's answers once.
+
+    `cluster_fn(answers) -> clusters` defaults to mathlite.clusters.cluster_answers.
+    Records that are already `PreparedProblem`s pass through unchanged.
+    """
+    cluster_fn = cluster_fn or clusters_for
+    out = []
+    for rec in records:
+        if isinstance(rec, PreparedProblem):
+            out.append(rec)
+            continue
+        samples = rec.get("samples") or []
+        answers = [s.get("answer") for s in samples]
+        greedy = rec.get("greedy")
+        out.append(PreparedProblem(
+            id=str(rec.get("id", len(out))),
+            level=rec.get("level"),
+            subject=rec.get("subject"),
+            answers=answers,
+            correct=np.array([bool(s.get("correct")) for s in samples], dtype=bool),
+            scores=[s.get("score") for s in samples],
+            tokens=np.array([int(s.get("tokens") or 0) for s in samples], dtype=np.int64),
+            labels=np.array(labels_from_clusters(cluster_fn(answers), len(answers)) if answers else [],
+                            dtype=np.int64),
+            greedy_correct=None if greedy is None else bool(greedy.get("correct")),
+        ))
+    return out
+
+
+def _methods_for(problems: list[PreparedProblem], K_values, topn_values) -> list[str]:
+    has_scores = any(s is not None for p in problems for s in p.scores)
+    has_greedy = bool(problems) and all(p.greedy_correct is not None for p in problems)
+    return method_names(K_values, topn_values, greedy=has_greedy, scores=has_scores)
+
+
+def _evaluate(p: PreparedProblem, subset: np.ndarray | None, methods: list[str], K_values, topn_values,
+              count_tokens: bool = True) -> dict[str, tuple[bool, int, int]]:
+    """(correct, samples scored, tokens scored) per method, on all samples or a subset."""
+    idx = range(p.n) if subset is None else subset.tolist()
+    answers = [p.answers[i] for i in idx]
+    # The evaluator methods are in `methods` only when the run has scores (see _methods_for).
+    scores = [p.scores[i] for i in idx] if "rr_all" in methods else None
+    correct = p.correct[idx].tolist()
+    tokens = p.tokens[idx].tolist()
+    clusters = clusters_from_labels(p.labels[idx].tolist())
+    out = {}
+    if "greedy" in methods:
+        out["greedy"] = (bool(p.greedy_correct), 0, 0)
+    for name, sel in run_methods(answers, clusters, scores, correct, K_values, topn_values).items():
+        ok = sel.index is not None and correct[sel.index]
+        scored_tokens = sum(tokens[i] for i in sel.scored) if count_tokens else 0
+        out[name] = (ok, sel.cost, scored_tokens)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The headline table
+# ---------------------------------------------------------------------------
+
+@dataclass
+class MethodStats:
+    """One method's result over a set of problems."""
+
+    method: str
+    label: str
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    n_problems: int
+    n_correct: int
+    cost_share: float  # mean share of each problem's N samples the evaluator scored
+    tokens_scored: float  # mean tokens the evaluator read per problem
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(problems: Iterable[dict | PreparedProblem], K_values: Sequence[int] = K_VALUES,
+              topn_values: Sequence[int] = TOPN_VALUES, confidence: float = 0.95,
+              cluster_fn: ClusterFn | None = None) -> dict[str, MethodStats]:
+    """Accuracy (Wilson CI) and evaluator cost of every method on all N samples."""
+    problems = prepare(problems, cluster_fn)
+    methods = _methods_for(problems, K_values, topn_values)
+    correct = {m: 0 for m in methods}
+    share = {m: 0.0 for m in methods}
+    tokens = {m: 0 for m in methods}
+    for p in problems:
+        for m, (ok, cost, tok) in _evaluate(p, None, methods, K_values, topn_values).items():
+            correct[m] += ok
+            share[m] += cost / p.n if p.n else 0.0
+            tokens[m] += tok
+    n = len(problems)
+    stats = {}
+    for m in methods:
+        lo, hi = wilson_ci(correct[m], n, confidence)
+        stats[m] = MethodStats(
+            method=m, label=method_label(m),
+            accuracy=correct[m] / n if n else math.nan, ci_low=lo, ci_high=hi,
+            n_problems=n, n_correct=correct[m],
+            cost_share=share[m] / n if n else math.nan,
+            tokens_scored=tokens[m] / n if n else math.nan,
+        )
+    return stats
+
+
+def breakdown(problems: Iterable[dict | PreparedProblem], by: str = "level",
+              **kwargs) -> dict[Any, dict[str, MethodStats]]:
+    """`summarize` per value of a record field ("level" or "subject"), groups sorted."""
+    if by not in ("level", "subject"):
+        raise ValueError(f"breakdown by 'level' or 'subject', got {by!r}")
+    problems = prepare(problems, kwargs.pop("cluster_fn", None))
+    groups: dict[Any, list[PreparedProblem]] = {}
+    for p in problems:
+        groups.setdefault(getattr(p, by), []).append(p)
+    # Levels may be ints or strings ("Level 5"); sort numbers numerically, then the rest by text.
+    order = sorted(groups, key=lambda g: (not isinstance(g, (int, float)), g if isinstance(g, (int, float)) else str(g)))
+    return {g: summarize(groups[g], **kwargs) for g in order}
+
+
+# ---------------------------------------------------------------------------
+# Curves: expected accuracy at a smaller N, by subsampling the N drawn samples
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Curves:
+    """Expected accuracy (and evaluator cost) of each method at sample sizes `sizes`.
+
+    accuracy[m][j] is the mean over problems of the expected correctness of
+    method m when only sizes[j] of the samples had been drawn; ci_low/ci_high
+    are a percentile bootstrap over problems.
+    """
+
+    sizes: list[int]
+    methods: list[str]
+    accuracy: dict[str, list[float]]
+    ci_low: dict[str, list[float]]
+    ci_high: dict[str, list[float]]
+    cost_share: dict[str, list[float]]
+    n_problems: int
+    n_draws: int
+    confidence: float = 0.95
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_sizes(n_max: int) -> list[int]:
+    """1, 2, 4, ... up to n_max, plus n_max itself if it is not a power of two."""
+    sizes = [1 << i for i in range(n_max.bit_length()) if (1 << i) <= n_max]
+    return sizes if not sizes or sizes[-1] == n_max else sizes + [n_max]
+
+
+def _subsets(n: int, size: int, n_draws: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Subsets of `size` out of n samples, each sorted (so "earliest sample" still breaks ties).
+
+    When there are at most n_draws distinct subsets we take all of them: the
+    expectation is then exact instead of a Monte-Carlo estimate (always the case
+    for size = n, which gives exactly the full-N result).
+    """
+    if math.comb(n, size) <= n_draws:
+        return [np.array(c) for c in itertools.combinations(range(n), size)]
+    return [np.sort(rng.choice(n, size, replace=False)) for _ in range(n_draws)]
+
+
+def accuracy_curves(problems: Iterable[dict | PreparedProblem], sizes: Sequence[int] | None = None,
+                    n_draws: int = 32, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+                    K_values: Sequence[int] = K_VALUES, topn_values: Sequence[int] = TOPN_VALUES,
+                    cluster_fn: ClusterFn | None = None) -> Curves:
+    """Accuracy vs number of samples N for every method, by repeated random subsampling.
+
+    For each problem and size n we draw `n_draws` random n-subsets of its
+    samples (without replacement), regroup their precomputed cluster labels and
+    run every method: the mean over draws estimates the expected accuracy with
+    n samples. Pass@N uses the exact `pass_at_k` instead. A problem's draws
+    depend only on `seed` and its id, so a subset of problems (a breakdown)
+    sees the same draws.
+    """
+    _z(confidence)  # fail early on a bad confidence, before the slow part
+    problems = prepare(problems, cluster_fn)
+    if not problems:
+        raise ValueError("no problems")
+    if min(p.n for p in problems) == 0:
+        empty = next(p.id for p in problems if p.n == 0)
+        raise ValueError(f"problem {empty} has no samples: curves need at least one per problem")
+    n_min = min(p.n for p in problems)
+    sizes = list(sizes) if sizes is not None else default_sizes(n_min)
+    if not sizes or min(sizes) < 1 or max(sizes) > n_min:
+        raise ValueError(f"sizes must lie in 1..{n_min} (the fewest samples of any problem), got {sizes}")
+    methods = _methods_for(problems, K_values, topn_values)
+
+    # acc[m][problem, size] = expected correctness; cost likewise as a share of n.
+    acc = {m: np.zeros((len(problems), len(sizes))) for m in methods}
+    cost = {m: np.zeros((len(problems), len(sizes))) for m in methods}
+    for pi, p in enumerate(problems):
+        rng = np.random.default_rng([seed, zlib.crc32(p.id.encode())])
+        for si, n in enumerate(sizes):
+            subsets = _subsets(p.n, n, n_draws, rng)
+            for subset in subsets:
+                for m, (ok, c, _) in _evaluate(p, subset, methods, K_values, topn_values, count_tokens=False).items():
+                    acc[m][pi, si] += ok
+                    cost[m][pi, si] += c / n
+            for m in methods:
+                acc[m][pi, si] /= len(subsets)
+                cost[m][pi, si] /= len(subsets)
+            if "pass_n" in acc:
+                acc["pass_n"][pi, si] = pass_at_k(p.n, int(p.correct.sum()), n)
+
+    # One set of bootstrap resamples for all methods and sizes: CIs are paired.
+    counts = _resample_counts(len(problems), n_boot, np.random.default_rng(seed))
+    alpha = 1 - confidence
+    out = Curves(sizes=sizes, methods=methods, accuracy={}, ci_low={}, ci_high={}, cost_share={},
+                 n_problems=len(problems), n_draws=n_draws, confidence=confidence,
+                 labels={m: method_label(m) for m in methods})
+    for m in methods:
+        means = counts @ acc[m] / len(problems)
+        lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=0)
+        out.accuracy[m] = acc[m].mean(axis=0).tolist()
+        out.ci_low[m], out.ci_high[m] = lo.tolist(), hi.tolist()
+        out.cost_share[m] = cost[m].mean(axis=0).tolist()
+    return out
