@@ -125,8 +125,26 @@ def common_training_args(out_dir: str | Path, *, lr: float, batch_size: int, gra
     )
 
 
-def set_cpu_threads() -> None:
-    """Use every core: torch defaults to physical cores, which on small VMs can be fewer than available."""
+def quiet_libraries() -> None:
+    """Our own bars and log lines replace the libraries' (dataset map bars, weight-loading bars, dict dumps)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def drop_printer(hf_trainer) -> None:
+    """With disable_tqdm the Trainer prints every log dict; ProgressCallback already prints one line."""
+    from transformers.trainer_callback import PrinterCallback
+
+    hf_trainer.remove_callback(PrinterCallback)
+
+
+def setup_runtime() -> None:
+    """Use every core on CPU (torch defaults to physical cores) and quiet the libraries' own progress output."""
     if not torch.cuda.is_available():
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(max(1, n))
+    quiet_libraries()

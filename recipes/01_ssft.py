@@ -92,7 +92,7 @@ def main(argv):
     if cfg.force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    trainer.set_cpu_threads()
+    trainer.setup_runtime()
 
     train = data.load_problems(cfg.data, "train", limit=cfg.train_size or None, seed=cfg.seed)
     held_out = data.load_problems(cfg.data, "test", limit=cfg.eval_size, seed=cfg.seed)
@@ -126,6 +126,7 @@ def main(argv):
         peft_config=models.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
         callbacks=[trainer.ProgressCallback("SSFT")],
     )
+    trainer.drop_printer(sft)
     with runs.timer() as t_train:
         result = sft.train(resume_from_checkpoint=trainer.last_checkpoint(out / "checkpoints"))
     metrics.update({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})

@@ -1,0 +1,124 @@
+"""Step 2: sample N solutions per problem and grade them (the paper: N=64, top-p 0.95, temperature 0.9).
+
+The train-split samples become the evaluator's training data (03); the test-split samples
+are what voting and re-ranking choose from (04). Every sample is graded on the spot
+(extracted answer, is_equiv to the gold answer, tokens, finish reason).
+
+    python recipes/02_sample.py                          # the SSFT adapter of runs/<preset>
+    python recipes/02_sample.py --preset smoke
+    python recipes/02_sample.py --fewshot 4 --adapter none   # the paper's few-shot baseline (base model)
+    python recipes/02_sample.py --n 64 --splits test --test_problems 500
+
+Interrupted (even kill -9)? Rerun the same command: it continues where it stopped, and never
+mixes samples of two configurations in one file (a changed config is refused).
+Time: cpu preset (135M, 2 cores) ~4 min for 2 x 60 problems x 9 solutions; a100 preset (7B 4-bit,
+HF backend) is dominated by 500 x 64 x ~400 tokens; with vLLM installed it is used automatically.
+Writes runs/<preset>/samples/samples-{train,test}.jsonl (+ .problems.jsonl, .meta.json) and summary.json.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mathlite import data, models, runs, sampling, trainer  # noqa: E402
+
+
+@dataclass
+class Config:
+    model: str = ""  # default: the model the SSFT run trained
+    adapter: str = ""  # default: <run>/ssft/adapter; "none" = the base model alone
+    fewshot: int = 0  # k worked examples in the prompt (the paper's few-shot baseline, Table 5)
+    fewshot_style: str = "steps"  # math (terse) | steps (one step per line)
+    data: str = ""  # default: the SSFT run's data
+    splits: tuple[str, ...] = ("train", "test")
+    train_problems: int = 60  # train-split problems; their samples train the evaluator
+    test_problems: int = 60  # test-split problems; at 60, accuracy is known to about +-6 points
+    n: int = 8  # sampled solutions per problem (paper: 64)
+    temperature: float = 0.9
+    top_p: float = 0.95
+    max_new_tokens: int = 160
+    batch_size: int = 72  # sequences per forward pass; lower it on an out-of-memory
+    seed: int = 0
+    out: str = ""  # default: <run>/samples (few-shot: <run>/samples-fewshot<k>)
+    run: str = ""
+    preset: str = ""
+
+
+PRESETS = {
+    "smoke": dict(train_problems=4, test_problems=4, n=2, max_new_tokens=32, batch_size=16),
+    "cpu": dict(),
+    "t4": dict(train_problems=500, test_problems=500, n=16, max_new_tokens=512, batch_size=32),
+    "a100": dict(train_problems=2000, test_problems=500, n=64, max_new_tokens=768, batch_size=128),
+}
+
+
+def resolve(cfg: Config) -> tuple[str, str | None, str, Path]:
+    """Fill the defaults from the SSFT run: model, adapter, data, output folder."""
+    ssft = Path(cfg.run) / "ssft"
+    ssft_cfg = runs.read_json(ssft / "config.json") if (ssft / "config.json").exists() else {}
+    model = cfg.model or ssft_cfg.get("model") or models.OFFLINE_MODEL
+    dataset = cfg.data or ssft_cfg.get("data") or "synthetic"
+    if cfg.adapter.lower() == "none" or (cfg.fewshot and not cfg.adapter):
+        adapter = None
+    else:
+        adapter = cfg.adapter or str(ssft / "adapter")
+        if not (Path(adapter) / "adapter_config.json").exists():
+            raise runs.UserError(f"{adapter}: no SSFT adapter here; run recipes/01_ssft.py --run {cfg.run} first, "
+                                 "or pass --adapter none (base model) / --adapter DIR")
+    out = Path(cfg.out) if cfg.out else Path(cfg.run) / ("samples" if not cfg.fewshot else f"samples-fewshot{cfg.fewshot}")
+    return model, adapter, dataset, out
+
+
+def load_generator(model_name: str, adapter: str | None):
+    tok = models.load_tokenizer(model_name)
+    model = models.load_model(model_name, quant="auto")
+    model_id = model_name
+    if adapter:
+        model = models.load_adapter(model, adapter)
+        model_id = f"{model_name}+lora:{sampling.adapter_fingerprint(adapter)}"
+        if not models.has_cuda():
+            # bf16 on CPU: folding LoRA into the weights removes its extra matmuls from every decode step
+            model = model.merge_and_unload()
+    model.eval()
+    models.speed_up_frozen_generate(model)
+    return model, tok, model_id
+
+
+def main(argv):
+    cfg = runs.parse_config(Config, PRESETS, argv)
+    runs.print_config(cfg, "02 sampling config")
+    for s in cfg.splits:
+        if s not in ("train", "test", "val"):
+            raise runs.UserError(f"--splits: unknown split {s!r} (train, test, val)")
+    model_name, adapter, dataset, out = resolve(cfg)
+    trainer.setup_runtime()
+    sizes = {"train": cfg.train_problems, "test": cfg.test_problems, "val": cfg.test_problems}
+    problems = {s: data.load_problems(dataset, s, limit=sizes[s], seed=cfg.seed) for s in cfg.splits}
+    for s, ps in problems.items():
+        if not ps:
+            raise runs.UserError(f"{dataset}: the {s} split is empty")
+    fewshot = data.fewshot_examples(cfg.fewshot, style=cfg.fewshot_style, seed=cfg.seed) if cfg.fewshot else ()
+    model, tok, model_id = load_generator(model_name, adapter)
+    print(f"[02] {model_id}" + (f", {cfg.fewshot}-shot ({cfg.fewshot_style})" if cfg.fewshot else "") + f" -> {out}")
+
+    scfg = sampling.SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
+                                   max_new_tokens=cfg.max_new_tokens, greedy=True, seed=cfg.seed)
+    summaries = {}
+    for split, ps in problems.items():
+        summary = sampling.sample_problems(model, tok, ps, out / f"samples-{split}.jsonl", scfg, fewshot=fewshot,
+                                           model_id=model_id, adapter=adapter, batch_size=cfg.batch_size,
+                                           desc=f"sampling {split}")
+        sampling.print_summary(summary, title=f"{split}: {len(ps)} problems x (greedy + {cfg.n} samples)")
+        summaries[split] = summary
+    runs.atomic_write_json(out / "summary.json", summaries)
+    runs.write_manifest(out, cfg, complete=True, stage="samples", model=model_id, adapter=adapter, data=dataset,
+                        data_fingerprint={s: data.fingerprint(ps) for s, ps in problems.items()},
+                        timings={s: v.get("seconds") for s, v in summaries.items()})
+
+
+if __name__ == "__main__":
+    runs.run_main(main)
