@@ -27,7 +27,8 @@ def test_defaults_preset_and_overrides():
     assert cfg.steps == 1 and cfg.name == "tiny" and cfg.lr == 3e-4
     assert cfg.levels == (1, 2, 3) and cfg.force is True
     assert cfg.run == "runs/smoke" and cfg.preset == "smoke"
-    cfg = runs.parse_config(Cfg, PRESETS, ["--preset=cpu", "--steps", "7", "--limit", "none"])
+    cfg = runs.parse_config(Cfg, PRESETS, ["--force", "--preset=cpu", "--steps", "7", "--limit", "none"])
+    assert cfg.force is True  # a bare boolean flag followed by another flag
     assert cfg.steps == 7 and cfg.limit is None and cfg.run == "runs/cpu"
 
 

@@ -1,0 +1,126 @@
+"""The whole chain in one command: 01 SSFT -> 02 sampling (train and test splits) -> 03 evaluator
+-> 04 re-ranking report -> 05 multi-task fine-tuning, reusing every stage that already finished.
+
+    python recipes/run_all.py                      # cpu preset without a GPU
+    python recipes/run_all.py --preset smoke       # the CI version (a few minutes on 2 cores)
+    python recipes/run_all.py --stages 01,02,03,04 # stop before multi-task
+
+The chain runs each stage with its preset. To change a stage's constants, run the stages by hand with
+your flags (same --run); a stage that finished with another config stops the chain with a one-line message.
+
+Each stage runs as its own process (the same command you would type), so a crash in one leaves the
+others' outputs intact, and rerunning this command continues where the chain stopped.
+Prints one summary at the end and writes it to <run>/summary.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mathlite import runs  # noqa: E402
+
+STAGES = {
+    "01": "01_ssft.py",
+    "02": "02_sample.py",
+    "03": "03_evaluator.py",
+    "04": "04_rerank.py",
+    "05": "05_multitask.py",
+}
+
+
+@dataclass
+class Config:
+    stages: tuple[str, ...] = ("01", "02", "03", "04", "05")
+    run: str = ""
+    preset: str = ""
+
+
+PRESETS = {name: {} for name in ("smoke", "cpu", "t4", "a100")}
+
+
+def _read(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def summary_rows(run: Path, seconds: dict[str, float]) -> list[tuple[str, str, str]]:
+    """(stage, time, key result) rows from the files each stage wrote."""
+    rows = []
+    ssft = _read(run / "ssft" / "metrics.json") or {}
+    if ssft:
+        before, after = ssft.get("greedy_before"), ssft.get("greedy_after")
+        rows.append(("01 SSFT", seconds.get("01"), f"greedy {before:.1%} -> {after:.1%} on {ssft.get('eval_problems')} held-out"
+                     if before is not None and after is not None else f"greedy after: {after}"))
+    samples = _read(run / "samples" / "summary.json") or {}
+    for split, s in samples.items():
+        rows.append((f"02 samples ({split})", seconds.get("02") if split == "test" else None,
+                     f"{s['problems']} problems x {s['n']}: greedy {s['greedy_accuracy']:.1%}, "
+                     f"sample {s['sample_accuracy']:.1%}, pass@N {s['pass_at_n']:.1%}"))
+    ev = _read(run / "evaluator" / "metrics.json") or {}
+    if ev:
+        rows.append(("03 evaluator", seconds.get("03"), f"val AUC {ev.get('auc', float('nan')):.3f} on "
+                     f"{ev.get('val_solutions')} solutions of {ev.get('val_problems')} problems"))
+    res = _read(run / "report" / "results.json") or {}
+    if res:
+        m = res.get("methods", {})
+
+        def acc(name):
+            return f"{m[name]['accuracy']:.1%}" if name in m and m[name].get("accuracy") is not None else "-"
+
+        rows.append(("04 report", seconds.get("04"), f"Pass@1 {acc('greedy')}, Maj1@N {acc('maj1')}, RR.All {acc('rr_all')}, "
+                     f"SCR(K=3) {acc('rr_maj3')}, Pass@N {acc('pass_n')}"))
+    mt = run / "multitask" / "comparison.md"
+    if mt.exists():
+        rows.append(("05 multitask", seconds.get("05"), f"comparison table: {mt}"))
+    return [(a, f"{b / 60:.1f} min" if b is not None else "", c) for a, b, c in rows]
+
+
+def main(argv):
+    cfg = runs.parse_config(Config, PRESETS, argv)
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise runs.UserError(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    run = Path(cfg.run)
+    seconds = {}
+    t_all = time.time()
+    for stage in cfg.stages:
+        script = ROOT / "recipes" / STAGES[stage]
+        cmd = [sys.executable, str(script), "--preset", cfg.preset, "--run", str(run)]
+        print(f"\n[run_all] === {stage}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.time()
+        rc = subprocess.call(cmd)
+        seconds[stage] = time.time() - t0
+        if rc != 0:
+            print(f"[run_all] stage {stage} failed (exit {rc}); fix it and rerun: finished stages are reused",
+                  file=sys.stderr)
+            sys.exit(rc)
+    total = time.time() - t_all
+    rows = summary_rows(run, seconds)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mathlite chain, preset {cfg.preset}, run {run} ({total / 60:.1f} min)")
+    for col in ("stage", "time", "result"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*r)
+    Console().print(table)
+    runs.atomic_write_json(run / "summary.json", {"preset": cfg.preset, "seconds": seconds, "total_seconds": total,
+                                                  "rows": rows, "machine": runs.machine()})
+    md = ["| stage | time | result |", "| --- | --- | --- |"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    runs.atomic_write_text(run / "summary.md", f"Chain, preset `{cfg.preset}`, {total / 60:.1f} min in all\n\n"
+                           + "\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    runs.run_main(main)
