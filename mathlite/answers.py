@@ -819,6 +819,19 @@ def _check_power_size(base: Fraction, exp: Fraction) -> None:
         raise _TooBig("power")
 
 
+def _check_exact_size(v: Fraction) -> Fraction:
+    """Refuse an exact intermediate result beyond _MAX_EXACT_BITS.
+
+    Sums and products are bounded too, not only powers: each step of a sum of terms
+    such as 1/3^{49500} + 1/5^{33000} + ... runs a big-integer gcd that takes time
+    quadratic in the size (tens of ms at 100,000 bits, seconds beyond), inside C code
+    that no alarm interrupts. The caller also checks the deadline between steps.
+    """
+    if max(v.numerator.bit_length(), v.denominator.bit_length()) > _MAX_EXACT_BITS:
+        raise _TooBig("exact value")
+    return v
+
+
 @lru_cache(maxsize=1 << 15)
 def _exact(node) -> Fraction | None:
     """The exact rational value of a constant expression, or None (symbols, radicals, pi)."""
@@ -844,12 +857,11 @@ def _exact(node) -> Fraction | None:
         values = [_exact(x) for x in node[1]]  # evaluate all: size guards must run on each
         if any(v is None for v in values):
             return None
-        if kind == "add":
-            return sum(values, Fraction(0))
-        product = Fraction(1)
+        total = Fraction(0 if kind == "add" else 1)
         for v in values:
-            product *= v
-        return product
+            _tick()
+            total = _check_exact_size(total + v if kind == "add" else total * v)
+        return total
     if kind == "pow":
         base, exp = _exact(node[1]), _exact(node[2])
         if base is None or exp is None:
@@ -875,6 +887,10 @@ def _exact(node) -> Fraction | None:
             return None
         if n > 100 * _MAX_FACTORIAL:
             raise _TooBig("binomial")
+        if 0 < k < n:  # log2 C(n, k), estimated before the (uninterruptible) exact computation
+            bits = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+            if bits > _MAX_EXACT_BITS:
+                raise _TooBig("binomial")
         return Fraction(math.comb(int(n), int(k))) if k >= 0 else Fraction(0)
     if kind == "root":  # evaluate for the size guard; the value itself goes to sympy
         _exact(node[1]), _exact(node[2])
@@ -1104,9 +1120,12 @@ def _cost(node) -> int:
     """
     cost = 1 + sum(_cost(child) for child in _children(node))
     if node[0] in ("pow", "fact", "binom"):
-        v = _exact(node[2] if node[0] == "pow" else node[1])
-        if v is not None:
-            cost += min(int(abs(v)), 10 * _MAX_SYMBOLIC_COST)
+        # the exponent of a power; the argument of a factorial; both arguments of a
+        # binomial (sympy expands \binom{x}{150000} or \binom{-5}{10^5} for minutes)
+        for part in (node[2],) if node[0] == "pow" else node[1:]:
+            v = _exact(part)
+            if v is not None:
+                cost += min(int(abs(v)), 10 * _MAX_SYMBOLIC_COST)
     return cost
 
 
@@ -1457,9 +1476,9 @@ def is_equiv(pred: str, gold: str) -> bool:
     """
     if not isinstance(pred, str) or not isinstance(gold, str):
         return False
-    if len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
-        p = pred.strip()
-        return bool(p) and p == gold.strip()
+    p, g = pred.strip(), gold.strip()
+    if len(p) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:  # measured as normalize_answer does
+        return bool(p) and p == g
     try:
         a, b = normalize_answer(pred), normalize_answer(gold)
     except Exception:
@@ -1475,6 +1494,8 @@ def _equiv_normalized(a: str, b: str) -> bool:
     """is_equiv for two already normalized answers, cached per unordered pair."""
     if a == b:
         return True
+    if len(a) > MAX_ANSWER_CHARS or len(b) > MAX_ANSWER_CHARS:
+        return False  # long answers are compared as text (also when cluster_answers calls this)
     key = (a, b) if a < b else (b, a)
     hit = _EQUIV_CACHE.get(key)
     if hit is not None:
@@ -1512,10 +1533,13 @@ def exact_number(normalized: str) -> Fraction | None:
     if not normalized or len(normalized) > MAX_ANSWER_CHARS:
         return None
     try:
-        value = _parse_value(normalized)
-        if value[0] != "scalar":
-            return None
-        return _exact(value[1])
+        with _time_limit(TIME_BUDGET_S):  # cluster keys get the same time bound as is_equiv
+            value = _parse_value(normalized)
+            if value[0] != "scalar":
+                return None
+            return _exact(value[1])
+    except _Timeout:
+        return None
     except Exception:  # _TooBig, _ParseError, RecursionError: no exact value
         if _STRICT:
             raise

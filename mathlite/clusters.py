@@ -6,9 +6,9 @@ with a symbolic grader would cost 2,016 comparisons per problem; most of them ar
 
 1. Every answer gets a canonical *key*: its normalized string, or ``num:p/q`` when it is a
    plain number, so ``0.5``, ``.5``, ``\\frac{1}{2}`` and ``\\dfrac12`` share a key for free.
-2. Only the distinct keys are compared, each new key against one representative per
-   existing cluster. Two different ``num:`` keys are different numbers by construction
-   and are never compared.
+2. Only the distinct keys are compared, each new key against the keys of the existing
+   clusters (all of them for the cluster it joins: equivalence is not always transitive).
+   Two different ``num:`` keys are different numbers by construction and are never compared.
 3. The remaining comparisons go through the answer engine, whose float fingerprints
    reject unequal pairs in microseconds and whose results are cached per pair.
 """
@@ -76,13 +76,19 @@ def cluster_answers(answers: list[str | None]) -> list[list[int]]:
             is_number[key] = number
         members[key].append(i)
 
-    clusters: list[list[str]] = []  # lists of keys; the first key is the representative
-    for key in members:
+    def same(a: str, b: str) -> bool:
+        if is_number[a] and is_number[b]:
+            return False  # two different exact numbers
+        return _equiv_normalized(normalized[a], normalized[b])
+
+    # Equivalence is not always transitive (`2x+1` equals both `y=2x+1` and `z=2x+1`, which
+    # differ), so a key joins a cluster only if it is equivalent to every key already in it,
+    # and keys are visited in an order that does not depend on the order of the answers
+    # (most frequent first, then by key): the clusters do not depend on it either.
+    clusters: list[list[str]] = []  # lists of keys
+    for key in sorted(members, key=lambda k: (-len(members[k]), k)):
         for cluster in clusters:
-            rep = cluster[0]
-            if is_number[rep] and is_number[key]:
-                continue  # two different exact numbers
-            if _equiv_normalized(normalized[rep], normalized[key]):
+            if all(same(other, key) for other in cluster):
                 cluster.append(key)
                 break
         else:

@@ -24,8 +24,10 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import logging
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -38,6 +40,16 @@ from typing import Any
 
 class UserError(Exception):
     """An error the user can fix (bad flag, missing file, incompatible run). Printed as one line, exit 2."""
+
+
+# bitsandbytes (imported under peft and transformers) logs at import time, through logging's
+# last-resort handler on stderr, that an optional CPU kernel package is missing. It changes nothing
+# here, and it would put a stray line before a recipe's one-line error. Its real errors still show.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+# Where a run lives and how it was started, not what it computes: a run folder that was moved
+# (another --run / --out) or a rerun with --force still holds the same work.
+LOCATION_KEYS = ("run", "out", "preset", "force")
 
 
 # ---------------------------------------------------------------------------- config
@@ -105,7 +117,7 @@ def parse_config(cls, presets: dict[str, dict], argv: list[str] | None = None):
         key, eq, value = arg[2:].partition("=")
         key = key.replace("-", "_")
         if not eq:
-            if i + 1 >= len(argv) or (argv[i + 1].startswith("--") and types_.get(key) is not bool):
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
                 if types_.get(key) is bool:
                     value = "true"  # a bare boolean flag: --force
                 else:
@@ -243,16 +255,47 @@ def write_manifest(stage_dir: str | Path, cfg, **extra) -> dict:
     return m
 
 
-def stage_done(stage_dir: str | Path) -> dict | None:
-    """The manifest of a finished stage, or None. A stage is finished only once its manifest says so."""
+def read_manifest(stage_dir: str | Path) -> dict | None:
+    """The manifest of a stage, finished or not; None when there is none (or it is unreadable)."""
     p = Path(stage_dir) / "manifest.json"
     if not p.exists():
         return None
     try:
         m = json.loads(p.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return m if m.get("complete") else None
+    return m if isinstance(m, dict) else None
+
+
+def stage_done(stage_dir: str | Path) -> dict | None:
+    """The manifest of a finished stage, or None. A stage is finished only once its manifest says so."""
+    m = read_manifest(stage_dir)
+    return m if m and m.get("complete") else None
+
+
+def config_diff(recorded: dict | None, cfg, ignore: typing.Iterable[str] = LOCATION_KEYS) -> list[str]:
+    """How `cfg` differs from a config recorded in a manifest, as "key: old -> new" strings
+    (empty when it is the same work). `ignore`: keys that do not change the result."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    now = config_dict(cfg)
+    keys = sorted((set(recorded) | set(now)) - set(ignore))
+    return [f"{k}: {recorded.get(k)!r} -> {now.get(k)!r}" for k in keys if recorded.get(k) != now.get(k)]
+
+
+def publish_dir(tmp: str | Path, final: str | Path) -> None:
+    """Put a folder written in full at `tmp` in place at `final` (replacing an old one) with a
+    rename, so that readers see either no folder or a complete one, never a half-written one."""
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        import shutil
+
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)  # a crash from here to the next rename leaves no folder: the stage reruns
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
 
 
 # ---------------------------------------------------------------------------- entry points
@@ -265,10 +308,28 @@ def timer():
     t["seconds"] = time.time() - t["start"]
 
 
+@contextmanager
+def as_user_error(what: str, *types: type[BaseException]):
+    """Turn a library's exception of `types` (say the OSError of a hub lookup) into a one-line
+    UserError: `what`, then the first line of the library's message in parentheses."""
+    try:
+        yield
+    except types as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{what} ({first})") from None
+
+
 def run_main(main, argv: list[str] | None = None) -> None:
     """Run a recipe's main(): user errors become one red line and exit code 2 (`--debug` shows the traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if not debug:
+        # the libraries' notes to each other (deprecated internals) are noise a recipe user cannot act on
+        import warnings
+
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category,
+                                    module=r"(transformers|peft|trl|accelerate|datasets|torch|bitsandbytes)(\.|$)")
     from .models import ModelNotFound
 
     known: tuple[type[BaseException], ...] = (UserError, ModelNotFound)
@@ -284,8 +345,11 @@ def run_main(main, argv: list[str] | None = None) -> None:
         if debug:
             raise
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # one line, and the message printed as it is: a path or list in [brackets] is not rich markup
+        message = re.sub(r"\s*\n\s*", " ", str(e)).strip() or type(e).__name__
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume", file=sys.stderr)

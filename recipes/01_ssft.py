@@ -18,6 +18,7 @@ metrics.json, manifest.json. Interrupted? Rerun the same command: it resumes fro
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import sys
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mathlite import data, models, runs, sampling, trainer  # noqa: E402
+# light imports only: a bad flag or path is reported in seconds (transformers/trl load after the checks)
+from mathlite import data, models, runs  # noqa: E402
 
 
 @dataclass
@@ -69,6 +71,8 @@ PRESETS = {
 
 
 def greedy_check(model, tok, problems, cfg, label: str) -> float:
+    from mathlite import sampling
+
     summary = sampling.greedy_accuracy(model, tok, problems, max_new_tokens=cfg.max_new_tokens,
                                        batch_size=max(cfg.batch_size, 8), desc=f"greedy ({label})")
     print(f"[01] greedy accuracy {label}: {summary['accuracy']:.1%} on {len(problems)} held-out problems "
@@ -76,32 +80,83 @@ def greedy_check(model, tok, problems, cfg, label: str) -> float:
     return summary["accuracy"]
 
 
-def main(argv):
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+def resume_checkpoint(ckpts: Path) -> str | None:
+    """The newest checkpoint to resume from. The Trainer writes a checkpoint's trainer_state.json
+    last but not atomically: one torn by a kill is dropped, and the one before it is used."""
+    from mathlite import trainer
 
+    while (last := trainer.last_checkpoint(ckpts)) is not None:
+        try:
+            json.loads((Path(last) / "trainer_state.json").read_text())
+            return last
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            print(f"[01] {last}: torn by an interrupted save; resuming from the checkpoint before it")
+            shutil.rmtree(last)
+    return None
+
+
+def finished_training(sft, ckpt: str) -> bool:
+    """If `ckpt` is the final checkpoint (a run killed after training, e.g. in the greedy check),
+    load its adapter weights and trainer state into `sft` and return True. Resuming from it instead
+    would train one step too many: transformers' loop checks max_steps only after a step."""
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(Path(ckpt) / "trainer_state.json"))
+    if not 0 < state.max_steps <= state.global_step:
+        return False
+    set_peft_model_state_dict(sft.model, load_peft_weights(ckpt))
+    sft.state = state
+    return True
+
+
+def main(argv):
     cfg = runs.parse_config(Config, PRESETS, argv)
     runs.print_config(cfg, "01 SSFT config")
+    if cfg.style not in data.SOLUTION_STYLES:
+        raise runs.UserError(f"--style must be one of {', '.join(data.SOLUTION_STYLES)}, got {cfg.style!r}")
+    if cfg.quant not in ("auto", "4bit", "none"):
+        raise runs.UserError(f"--quant must be auto, 4bit or none, got {cfg.quant!r}")
     out = Path(cfg.run) / "ssft"
     done = runs.stage_done(out)
     if done and not cfg.force:
-        if done["config"] != runs.config_dict(cfg):
-            raise runs.UserError(f"{out}: holds an SSFT run with another config; use another --run or --force")
+        diff = runs.config_diff(done.get("config"), cfg)
+        if diff:
+            raise runs.UserError(f"{out}: holds a finished SSFT run with another config ({'; '.join(diff)}); "
+                                 "use another --run, or --force to retrain")
         print(f"[01] already finished: {out / 'adapter'} (use --force to retrain)")
         return
-    if cfg.force and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    trainer.setup_runtime()
+    started = runs.read_manifest(out)
+    if started and not done and not cfg.force and (out / "checkpoints").exists():
+        diff = runs.config_diff(started.get("config"), cfg)
+        if diff:  # its checkpoints would be resumed with this config
+            raise runs.UserError(f"{out}: holds an unfinished SSFT run with another config ({'; '.join(diff)}); "
+                                 "rerun it with its own config to resume, use another --run, or --force to start over")
+    models.resolve_model(cfg.model)  # a misspelt --model fails here, before any data or weights load
 
     train = data.load_problems(cfg.data, "train", limit=cfg.train_size or None, seed=cfg.seed)
     held_out = data.load_problems(cfg.data, "test", limit=cfg.eval_size, seed=cfg.seed)
     if not train:
         raise runs.UserError(f"{cfg.data}: the train split is empty")
-    tok = models.load_tokenizer(cfg.model)
+    with runs.as_user_error(f"{cfg.model}: cannot load its tokenizer; pass --model a model folder or hub id",
+                            OSError, ValueError):
+        tok = models.load_tokenizer(cfg.model)
     records = data.prompt_completion_records(train, tok, cfg.style)
     print(f"[01] {len(records)} training examples from {len(train)} problems ({cfg.data}, style {cfg.style}); "
           f"{len(held_out)} held-out problems")
+
+    # every check passed: from here on the run writes to its folder
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from mathlite import trainer
+
+    if cfg.force and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # unfinished (complete=False) until the end: a rerun resumes only with the same config
+    runs.write_manifest(out, cfg, complete=False, stage="ssft", seed=cfg.seed)
+    trainer.setup_runtime()
 
     model = models.load_model(cfg.model, quant=cfg.quant, for_training=True)
     metrics = {"train_problems": len(train), "train_examples": len(records), "eval_problems": len(held_out)}
@@ -127,9 +182,13 @@ def main(argv):
         callbacks=[trainer.ProgressCallback("SSFT")],
     )
     trainer.drop_printer(sft)
+    ckpt = resume_checkpoint(out / "checkpoints")
     with runs.timer() as t_train:
-        result = sft.train(resume_from_checkpoint=trainer.last_checkpoint(out / "checkpoints"))
-    metrics.update({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+        if ckpt and finished_training(sft, ckpt):
+            print(f"[01] training had finished before the interruption: the adapter of {ckpt} is used as it is")
+        else:
+            result = sft.train(resume_from_checkpoint=ckpt)
+            metrics.update({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
     metrics["seconds_train"] = t_train["seconds"]
     metrics["steps"] = sft.state.global_step
     metrics["tokens_seen"] = int(sft.state.num_input_tokens_seen or 0)
@@ -139,8 +198,7 @@ def main(argv):
     shutil.rmtree(tmp, ignore_errors=True)
     sft.model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    shutil.rmtree(out / "adapter", ignore_errors=True)
-    tmp.rename(out / "adapter")
+    runs.publish_dir(tmp, out / "adapter")
 
     with runs.timer() as t_after:
         if held_out:

@@ -18,13 +18,15 @@ Writes runs/<preset>/samples/samples-{train,test}.jsonl (+ .problems.jsonl, .met
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mathlite import data, models, runs, sampling, trainer  # noqa: E402
+# light imports only: a bad flag or path is reported in seconds (transformers loads after the checks)
+from mathlite import data, models, runs, sampling  # noqa: E402
 
 
 @dataclass
@@ -69,16 +71,26 @@ def resolve(cfg: Config) -> tuple[str, str | None, str, Path]:
         if not (Path(adapter) / "adapter_config.json").exists():
             raise runs.UserError(f"{adapter}: no SSFT adapter here; run recipes/01_ssft.py --run {cfg.run} first, "
                                  "or pass --adapter none (base model) / --adapter DIR")
+        if not (Path(adapter) / "adapter_model.safetensors").exists():
+            raise runs.UserError(f"{adapter}: no adapter_model.safetensors (only safetensors adapters are loaded); "
+                                 "save the adapter with save_pretrained(..., safe_serialization=True)")
     out = Path(cfg.out) if cfg.out else Path(cfg.run) / ("samples" if not cfg.fewshot else f"samples-fewshot{cfg.fewshot}")
     return model, adapter, dataset, out
 
 
 def load_generator(model_name: str, adapter: str | None):
-    tok = models.load_tokenizer(model_name)
+    with runs.as_user_error(f"{model_name}: cannot load its tokenizer; pass --model a model folder or hub id",
+                            OSError, ValueError):
+        tok = models.load_tokenizer(model_name)
     model = models.load_model(model_name, quant="auto")
     model_id = model_name
     if adapter:
-        model = models.load_adapter(model, adapter)
+        try:
+            model = models.load_adapter(model, adapter)
+        except models.ModelNotFound as e:
+            made_for = runs.read_json(Path(adapter) / "adapter_config.json").get("base_model_name_or_path")
+            raise runs.UserError(f"{e}; pass " + (f"--model {made_for}" if made_for else "the --model it was made for")
+                                 + " or another --adapter") from None
         model_id = f"{model_name}+lora:{sampling.adapter_fingerprint(adapter)}"
         if not models.has_cuda():
             # bf16 on CPU: folding LoRA into the weights removes its extra matmuls from every decode step
@@ -88,25 +100,47 @@ def load_generator(model_name: str, adapter: str | None):
     return model, tok, model_id
 
 
+def check_existing(out: Path, splits, scfg: sampling.SamplingConfig) -> None:
+    """Refuse, before any model loads, to add samples to files made with other sampling numbers.
+    (The sampler checks the full config, model and prompt included, once the model is loaded.)"""
+    for split in splits:
+        paths = sampling.output_paths(out / f"samples-{split}.jsonl")
+        if not paths.meta.exists() or not paths.samples.exists() or paths.samples.stat().st_size == 0:
+            continue
+        meta = runs.read_json(paths.meta)
+        old = meta.get("config") if isinstance(meta, dict) else None
+        old, new = (old if isinstance(old, dict) else {}), dataclasses.asdict(scfg)
+        diff = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in ("n", "temperature", "top_p", "max_new_tokens", "greedy", "seed")
+                if k in old and old[k] != new[k]]
+        if diff:
+            raise runs.UserError(f"{paths.meta}: samples here were made with another sampling config ({'; '.join(diff)}); "
+                                 "use another --out or --run, or delete them to start over")
+
+
 def main(argv):
     cfg = runs.parse_config(Config, PRESETS, argv)
     runs.print_config(cfg, "02 sampling config")
     for s in cfg.splits:
         if s not in ("train", "test", "val"):
             raise runs.UserError(f"--splits: unknown split {s!r} (train, test, val)")
+    scfg = sampling.SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
+                                   max_new_tokens=cfg.max_new_tokens, greedy=True, seed=cfg.seed)
     model_name, adapter, dataset, out = resolve(cfg)
-    trainer.setup_runtime()
+    models.resolve_model(model_name)  # a misspelt --model fails here, before any weights load
     sizes = {"train": cfg.train_problems, "test": cfg.test_problems, "val": cfg.test_problems}
     problems = {s: data.load_problems(dataset, s, limit=sizes[s], seed=cfg.seed) for s in cfg.splits}
     for s, ps in problems.items():
         if not ps:
             raise runs.UserError(f"{dataset}: the {s} split is empty")
     fewshot = data.fewshot_examples(cfg.fewshot, style=cfg.fewshot_style, seed=cfg.seed) if cfg.fewshot else ()
+    check_existing(out, cfg.splits, scfg)
+
+    from mathlite import trainer
+
+    trainer.setup_runtime()
     model, tok, model_id = load_generator(model_name, adapter)
     print(f"[02] {model_id}" + (f", {cfg.fewshot}-shot ({cfg.fewshot_style})" if cfg.fewshot else "") + f" -> {out}")
 
-    scfg = sampling.SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
-                                   max_new_tokens=cfg.max_new_tokens, greedy=True, seed=cfg.seed)
     summaries = {}
     for split, ps in problems.items():
         summary = sampling.sample_problems(model, tok, ps, out / f"samples-{split}.jsonl", scfg, fewshot=fewshot,

@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mathlite import evaluator, runs, sampling, select, trainer  # noqa: E402
+# light imports only: a bad flag or path is reported in seconds (transformers loads after the checks)
+from mathlite import data, evaluator, models, runs, sampling, select  # noqa: E402
 from mathlite.clusters import cluster_answers  # noqa: E402
 
 
@@ -60,6 +61,14 @@ PRESETS = {
 }
 
 
+def _replaceable(out: Path) -> bool:
+    """May `out` be replaced by a new evaluator? Only if it holds none of the user's other files."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return True
+    m = runs.read_manifest(out) or {}
+    return out.is_dir() and (m.get("stage") == "evaluator" or (out / evaluator.META_FILE).exists())
+
+
 def main(argv):
     cfg = runs.parse_config(Config, PRESETS, argv)
     runs.print_config(cfg, "03 evaluator config")
@@ -68,10 +77,14 @@ def main(argv):
     out = Path(cfg.out or Path(cfg.run) / "evaluator")
     done = runs.stage_done(out)
     if done and not cfg.force:
-        if done["config"] != runs.config_dict(cfg):
-            raise runs.UserError(f"{out}: holds an evaluator trained with another config; use --out DIR or --force")
+        diff = runs.config_diff(done.get("config"), cfg)
+        if diff:
+            raise runs.UserError(f"{out}: holds an evaluator trained with another config ({'; '.join(diff)}); "
+                                 "use --out DIR, or --force to retrain")
         print(f"[03] already finished: {out} (use --force to retrain)")
         return
+    if not _replaceable(out):
+        raise runs.UserError(f"{out}: exists and holds no evaluator (it would be replaced); pass another --out, or delete it")
     samples = Path(cfg.samples or Path(cfg.run) / "samples" / "samples-train.jsonl")
     if not samples.exists():
         raise runs.UserError(f"{samples}: no train-split samples; run recipes/02_sample.py --run {cfg.run} first")
@@ -79,13 +92,21 @@ def main(argv):
     init = {"ssft": str(ssft / "adapter"), "base": None}.get(cfg.init, cfg.init)
     if init is not None and not (Path(init) / "adapter_config.json").exists():
         raise runs.UserError(f"{init}: no adapter to start from; run recipes/01_ssft.py first or pass --init base")
-    base = runs.read_json(sampling.output_paths(samples).meta)["model"]["name"].split("+lora:")[0]
-    trainer.setup_runtime()
-    if out.exists():
-        shutil.rmtree(out)  # an unfinished evaluator (no complete manifest) is retrained from scratch
-
+    if init is not None and not (Path(init) / "adapter_model.safetensors").exists():
+        raise runs.UserError(f"{init}: no adapter_model.safetensors (only safetensors adapters are loaded)")
     paths = sampling.output_paths(samples)
-    problems = {p.id: p for p in sampling.read_problems(paths.problems)}
+    meta = runs.read_json(paths.meta)
+    base = ((meta.get("model") or {}) if isinstance(meta, dict) else {}).get("name")
+    if not isinstance(base, str):
+        raise runs.UserError(f"{paths.meta}: not a sampling meta file (no model name); "
+                             f"is {samples} the output of recipes/02_sample.py?")
+    base = base.split("+lora:")[0]
+    models.resolve_model(base)  # the base model of the samples must still be there
+
+    try:
+        problems = {p.id: p for p in sampling.read_problems(paths.problems)}
+    except data.DataError as e:
+        raise runs.UserError(f"{paths.problems}: {e}") from None
     by_id = sampling.read_samples(paths.samples)
     records = [s for e in by_id.values() for s in ([e["greedy"]] if e["greedy"] else []) + e["samples"]]
     examples = evaluator.build_examples(problems, records, cfg.max_per_problem, cfg.balance, cfg.keep_uniform, cfg.seed)
@@ -100,9 +121,17 @@ def main(argv):
     print(f"[03] {len(train_ex)} training {'pairs' if cfg.loss == 'pairwise' else 'examples'} "
           f"({pos:.0%} correct) from {len({e['id'] for e in train_ex})} problems; base {base}, init {cfg.init}")
 
+    # every check passed. The evaluator is written in full to a work folder next to `out` and put in
+    # place by a rename at the end: `out` is never half-written, and a killed run leaves only the work
+    # folder, which the rerun starts over.
+    from mathlite import trainer
+
+    trainer.setup_runtime()
+    work = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(work, ignore_errors=True)
     with runs.timer() as t:
         ev = evaluator.train_evaluator(
-            base, train_ex, kind=cfg.kind, loss=cfg.loss, init_adapter=init, out_dir=out, lr=cfg.lr,
+            base, train_ex, kind=cfg.kind, loss=cfg.loss, init_adapter=init, out_dir=work, lr=cfg.lr,
             epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, max_length=cfg.max_length,
             lora_r=cfg.lora_r, seed=cfg.seed, val_examples=(val_pairs if cfg.loss == "pairwise" else val_ex) or None,
             callbacks=[trainer.ProgressCallback(f"evaluator ({cfg.kind}, {cfg.loss})")], log_steps=cfg.log_steps,
@@ -128,9 +157,11 @@ def main(argv):
                "maj1_at_n": maj / len(val_ids) if val_ids else None, "rr_all_at_n": rr / len(val_ids) if val_ids else None,
                "train_examples": len(train_ex), "seconds_train": round(t["seconds"], 1),
                "solutions_scored": ev.n_scored, "tokens_scored": ev.tokens_scored}
-    runs.atomic_write_json(out / "metrics.json", metrics)
-    runs.write_manifest(out, cfg, complete=True, stage="evaluator", base=base, init=init, metrics=metrics,
+    runs.atomic_write_json(work / "metrics.json", metrics)
+    runs.write_manifest(work, cfg, complete=True, stage="evaluator", base=base, init=init, metrics=metrics,
                         samples=str(samples), timings={"train": round(t["seconds"], 1)})
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the Trainer's output_dir; nothing is saved there
+    runs.publish_dir(work, out)
     from rich.console import Console
     from rich.table import Table
 

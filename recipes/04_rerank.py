@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mathlite import metrics, report, runs, sampling, trainer  # noqa: E402
+# light imports only: a bad flag or path is reported in seconds (transformers loads after the checks)
+from mathlite import data, metrics, report, runs, sampling  # noqa: E402
 
 
 @dataclass
@@ -48,11 +49,14 @@ def scores_for(records, problems_by_id, evaluator_dir: Path, cache: Path, batch_
     """Evaluator score of every (id, k) sample, read from the cache when it was made by this evaluator."""
     from mathlite.evaluator import Evaluator
 
-    stamp = json.loads((evaluator_dir / "evaluator.json").read_text())
+    stamp = runs.read_json(evaluator_dir / "evaluator.json")
     fingerprint = runs.config_hash({"evaluator": stamp, "adapter": sampling.adapter_fingerprint(evaluator_dir)})
     if cache.exists():
-        cached = json.loads(cache.read_text())
-        if cached.get("fingerprint") == fingerprint:
+        try:
+            cached = json.loads(cache.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            cached = {}  # unreadable: score again and overwrite it
+        if isinstance(cached, dict) and cached.get("fingerprint") == fingerprint and {"scores", "cost"} <= set(cached):
             print(f"[04] scores reused from {cache}")
             return cached["scores"], cached["cost"]
     ev = Evaluator.load(evaluator_dir)
@@ -80,25 +84,36 @@ def scores_for(records, problems_by_id, evaluator_dir: Path, cache: Path, batch_
 def main(argv):
     cfg = runs.parse_config(Config, PRESETS, argv)
     runs.print_config(cfg, "04 re-ranking config")
-    trainer.setup_runtime()
     samples = Path(cfg.samples or Path(cfg.run) / "samples" / "samples-test.jsonl")
     if not samples.exists():
         raise runs.UserError(f"{samples}: no test samples; run recipes/02_sample.py --run {cfg.run} first")
+    evaluator_dir = None if cfg.evaluator.lower() == "none" else Path(cfg.evaluator or Path(cfg.run) / "evaluator")
+    if evaluator_dir is not None and not (evaluator_dir / "evaluator.json").exists():
+        raise runs.UserError(f"{evaluator_dir}: no evaluator; run recipes/03_evaluator.py --run {cfg.run} "
+                             "first, or pass --evaluator none for voting only")
+    for path in cfg.compare:  # checked now, not after the scoring
+        doc = runs.read_json(path)
+        if not isinstance(doc, dict) or not isinstance(doc.get("methods"), dict):
+            raise runs.UserError(f"{path}: not a results.json of recipes/04_rerank.py (no 'methods')")
     out = Path(cfg.out or Path(cfg.run) / "report")
     paths = sampling.output_paths(samples)
-    problems = {p.id: p for p in sampling.read_problems(paths.problems)}
+    try:
+        problems = {p.id: p for p in sampling.read_problems(paths.problems)}
+    except data.DataError as e:
+        raise runs.UserError(f"{paths.problems}: {e}") from None
     records = sampling.read_samples(paths.samples)
     rows = sampling.metric_records(samples)
     if not rows or not any(r["samples"] for r in rows):
         raise runs.UserError(f"{samples}: holds no sampled solutions")
     meta_in = runs.read_json(paths.meta)
+    if not isinstance(meta_in, dict):
+        raise runs.UserError(f"{paths.meta}: not a sampling meta file; is {samples} the output of recipes/02_sample.py?")
 
-    evaluator_dir = None if cfg.evaluator.lower() == "none" else Path(cfg.evaluator or Path(cfg.run) / "evaluator")
+    from mathlite import trainer
+
+    trainer.setup_runtime()
     cost = {}
     if evaluator_dir is not None:
-        if not (evaluator_dir / "evaluator.json").exists():
-            raise runs.UserError(f"{evaluator_dir}: no evaluator; run recipes/03_evaluator.py --run {cfg.run} "
-                                 "first, or pass --evaluator none for voting only")
         scores, cost = scores_for(records, problems, evaluator_dir, out / "scores-test.json", cfg.batch_size)
         for row in rows:
             ks = [s["k"] for s in records[row["id"]]["samples"]]
