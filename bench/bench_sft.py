@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 import tempfile
@@ -266,7 +265,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(LAYOUTS)}")
     ap.add_argument("--quick", action="store_true", help="3 timed steps, batch 4, max_length 256 (a smoke run)")
     ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads (default: all usable cores, or 1 when the load average exceeds them)")
+                    help="torch threads (default: $MATHLITE_THREADS, else all usable cores, or 1 when the "
+                         "load average exceeds them)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     if args.quick:
@@ -289,6 +289,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
         threads_note = f"{args.threads} (--threads)"
+    elif os.environ.get("MATHLITE_THREADS"):
+        threads_note = f"{cores} (MATHLITE_THREADS)"
     elif cores > 1 and load and load[0] > cores:
         # On an oversubscribed machine, OpenMP threads wait for each other at every op: one
         # forward+backward was measured at 65-75 s with 2 threads vs 12 s with 1 here.

@@ -150,11 +150,12 @@ def parse_config(cls, presets: dict[str, dict], argv: list[str] | None = None):
 
 def print_config(cfg, title: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 1))
     for k, v in dataclasses.asdict(cfg).items():
-        t.add_row(f"[cyan]{k}[/]", str(v))
+        t.add_row(f"[cyan]{k}[/]", escape(str(v)))  # a value like "runs/[a]" is text, not markup
     Console().print(t)
 
 
