@@ -767,9 +767,10 @@ def _check_meta(meta_path: Path, meta: dict, samples_exist: bool) -> dict | None
 
 def _hashed_part(meta: dict) -> dict:
     flat = {f"config.{k}": v for k, v in (meta.get("config") or {}).items()}
-    flat.update({f"model.{k}": v for k, v in (meta.get("model") or {}).items()})
+    # the adapter's weights are identified by adapter_sha; its folder may move (a copied run folder)
+    flat.update({f"model.{k}": v for k, v in (meta.get("model") or {}).items() if k != "adapter"})
     flat["prompt"] = meta.get("prompt_sha")
-    return flat
+    return json.loads(json.dumps(flat, default=str))  # as stored: tuples and lists compare equal
 
 
 def sample_problems(

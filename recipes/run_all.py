@@ -53,29 +53,34 @@ def _read(path: Path):
         return None
 
 
+def pct(v) -> str:
+    return "-" if v is None or v != v else f"{v:.1%}"
+
+
 def summary_rows(run: Path, seconds: dict[str, float]) -> list[tuple[str, str, str]]:
-    """(stage, time, key result) rows from the files each stage wrote."""
+    """(stage, time, key result) rows from the files each stage wrote (a missing value prints as -)."""
     rows = []
     ssft = _read(run / "ssft" / "metrics.json") or {}
     if ssft:
         before, after = ssft.get("greedy_before"), ssft.get("greedy_after")
-        rows.append(("01 SSFT", seconds.get("01"), f"greedy {before:.1%} -> {after:.1%} on {ssft.get('eval_problems')} held-out"
-                     if before is not None and after is not None else f"greedy after: {after}"))
+        rows.append(("01 SSFT", seconds.get("01"),
+                     f"greedy {pct(before)} -> {pct(after)} on {ssft.get('eval_problems')} held-out problems"))
     samples = _read(run / "samples" / "summary.json") or {}
     for split, s in samples.items():
         rows.append((f"02 samples ({split})", seconds.get("02") if split == "test" else None,
-                     f"{s['problems']} problems x {s['n']}: greedy {s['greedy_accuracy']:.1%}, "
-                     f"sample {s['sample_accuracy']:.1%}, pass@N {s['pass_at_n']:.1%}"))
+                     f"{s.get('problems')} problems x {s.get('n')}: greedy {pct(s.get('greedy_accuracy'))}, "
+                     f"sample {pct(s.get('sample_accuracy'))}, pass@N {pct(s.get('pass_at_n'))}"))
     ev = _read(run / "evaluator" / "metrics.json") or {}
     if ev:
-        rows.append(("03 evaluator", seconds.get("03"), f"val AUC {ev.get('auc', float('nan')):.3f} on "
+        auc = ev.get("auc")
+        rows.append(("03 evaluator", seconds.get("03"), f"val AUC {'-' if auc is None or auc != auc else f'{auc:.3f}'} on "
                      f"{ev.get('val_solutions')} solutions of {ev.get('val_problems')} problems"))
     res = _read(run / "report" / "results.json") or {}
     if res:
         m = res.get("methods", {})
 
         def acc(name):
-            return f"{m[name]['accuracy']:.1%}" if name in m and m[name].get("accuracy") is not None else "-"
+            return pct(m.get(name, {}).get("accuracy"))
 
         rows.append(("04 report", seconds.get("04"), f"Pass@1 {acc('greedy')}, Maj1@N {acc('maj1')}, RR.All {acc('rr_all')}, "
                      f"SCR(K=3) {acc('rr_maj3')}, Pass@N {acc('pass_n')}"))
