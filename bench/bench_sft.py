@@ -12,7 +12,11 @@ data, loss on the completion only), in three data layouts, each with a fresh mod
                 one row, no padding
 
 Each runs the same number of optimizer steps: --warmup untimed step(s), then --steps timed
-ones, batch --batch-size. Throughput is non-padding tokens processed per second of step
+ones, batch --batch-size. Examples longer than --max-length are left out (none are truncated).
+The default row length is 256, not 01_ssft's 512: a packed batch of 8 x 512 tokens is 4x the
+tokens of a padded batch of these ~130-token examples, which alone made the run ~9 min on a
+quiet 2-core machine. Measured once at 512 on a loaded machine (bench/results/
+sft_cpu_maxlen512.json): packing 0.59x padded, padding-free 1.14x. Throughput is non-padding tokens processed per second of step
 wall time (forward, backward, optimizer, data loading), counted from each batch as TRL counts
 them (attention_mask sum; for padding-free rows, the row length). Ratios are against padded.
 Packing puts more tokens in a step than padding does, so compare tokens/s, not steps/s.
@@ -26,7 +30,7 @@ If it does not, or a layout fails, it is recorded as "unsupported: <reason>", no
 CPU timings on a shared machine are noisy: the load average before and after each run is
 stored with the result.
 
-Run:  python bench/bench_sft.py [--steps 6] [--warmup 1] [--batch-size 8] [--max-length 512]
+Run:  python bench/bench_sft.py [--steps 6] [--warmup 1] [--batch-size 8] [--max-length 256]
                                 [--only padded,packing] [--quick] [--out bench/results/sft_cpu.json]
 """
 
@@ -259,7 +263,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=6, help="timed optimizer steps per layout (default 6)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     ap.add_argument("--batch-size", type=int, default=8, help="examples (padded, padding_free) or packed rows per step")
-    ap.add_argument("--max-length", type=int, default=512, help="truncation / packed row length (default 512, as 01_ssft)")
+    ap.add_argument("--max-length", type=int, default=256,
+                    help="packed row length; longer examples are left out (default 256: see the module docstring)")
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--train-size", type=int, default=400, help="synthetic training problems (enough for packing)")
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(LAYOUTS)}")
@@ -306,7 +311,7 @@ def main(argv=None) -> int:
     records = fits
     result = {
         "benchmark": "sft_cpu",
-        "model": "SmolLM2-135M-Instruct (offline, bf16) ",
+        "model": "SmolLM2-135M-Instruct (offline, bf16)",
         "data": f"synthetic train, {len(records)} prompt/completion records, style steps "
                 f"({dropped} longer than max_length left out; mean {sum(lengths) / max(1, len(lengths)):.0f} tokens)",
         "config": {"steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size,
@@ -318,7 +323,6 @@ def main(argv=None) -> int:
         "note": "CPU wall-clock timings on a shared machine: noisy; compare ratios from the same run.",
         "layouts": {},
     }
-    result["model"] = result["model"].strip()
     for layout in layouts:
         print(f"[bench_sft] {layout}: {args.warmup} warmup + {args.steps} timed steps ...", flush=True)
         try:

@@ -27,7 +27,7 @@ OFFLINE = "smollm2-135m-offline"
 
 
 def run_recipe(n: int, *args, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "MATHLITE_THREADS": "1"}
     return subprocess.run([sys.executable, str(REPO / RECIPES[n]), "--preset", "smoke", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
 
