@@ -72,10 +72,13 @@ def _sampling_headline(d: dict) -> dict:
 
 
 def _sft_headline(d: dict) -> dict:
-    ratios = d.get("ratios_vs_padded") or {}
+    cpu = "ratios_vs_padded_cpu" in d
+    ratios = d.get("ratios_vs_padded_cpu") or d.get("ratios_vs_padded") or {}
     head = d.get("headline") or {}
     detail = ", ".join(f"{k}: {v:.2f}x" if isinstance(v, (int, float)) else f"{k}: {v}" for k, v in ratios.items()
-                       if k != "padded")
+                       if k != "padded") + (" (by CPU time)" if cpu else " (by wall time)")
+    if isinstance(head.get("wall_ratio"), (int, float)):
+        detail += f"; by wall time {head['wall_ratio']:.2f}x"
     return {"metric": head.get("name") or "SFT tokens/s vs padded batches", "ratio": head.get("ratio"), "detail": detail}
 
 

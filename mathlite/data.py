@@ -583,7 +583,8 @@ def load_problems(data: str, split: str = "train", limit: int | None = None, see
 
     `data` may be:
 
-    - "synthetic": offline generated problems (mathlite.synthetic); kw n_train
+    - "synthetic" or "synthetic:<options>" (e.g. "synthetic:levels=1-2"; see
+      parse_synthetic_spec): offline generated problems (mathlite.synthetic); kw n_train
       (default SYNTHETIC_N_TRAIN), n_test (SYNTHETIC_N_TEST), levels, families, style ("steps" or
       "terse"), data_seed (default 0; the test set depends only on n_test and
       data_seed, and never shares a question with train);
@@ -621,6 +622,10 @@ def load_problems(data: str, split: str = "train", limit: int | None = None, see
     if kind == "synthetic":
         from . import synthetic
 
+        clash = set(source) & set(kw)
+        if clash:
+            raise DataError(f"{data}: {', '.join(sorted(clash))} given both in the data string and as options")
+        kw = {**source, **kw}
         train, test = synthetic.train_test_split(
             int(kw.get("n_train", SYNTHETIC_N_TRAIN)),
             int(kw.get("n_test", SYNTHETIC_N_TEST)),
@@ -646,6 +651,51 @@ def load_problems(data: str, split: str = "train", limit: int | None = None, see
     return subset(problems, limit, seed)
 
 
+def parse_synthetic_spec(spec: str) -> dict[str, Any]:
+    """Options of a "synthetic:<spec>" data string: comma-separated key=value pairs, lists joined
+    with "+" and level ranges with "-", e.g. "levels=1-2", "levels=1+3,families=arithmetic+percent",
+    "n_train=4000,data_seed=1". The keys are load_problems' synthetic options."""
+    from . import synthetic
+
+    out: dict[str, Any] = {}
+    for part in filter(None, (x.strip() for x in spec.split(","))):
+        key, eq, value = (x.strip() for x in part.partition("="))
+        where = f"synthetic:{spec}"
+        if not eq or not value:
+            raise DataError(f"{where}: expected key=value, got {part!r} (e.g. synthetic:levels=1-2)")
+        if key not in _SYNTHETIC_OPTIONS:
+            raise DataError(f"{where}: unknown option {key!r} (choose from {', '.join(sorted(_SYNTHETIC_OPTIONS))})")
+        if key in out:
+            raise DataError(f"{where}: {key} given twice")
+        if key == "levels":
+            levels: list[int] = []
+            for item in value.split("+"):
+                lo, dash, hi = item.partition("-")
+                if not (lo.strip().isdigit() and (not dash or hi.strip().isdigit())):
+                    raise DataError(f"{where}: levels must look like 1-2 or 1+3, got {value!r}")
+                levels += range(int(lo), int(hi if dash else lo) + 1)
+            bad = [lv for lv in levels if lv not in synthetic.LEVELS]
+            if bad or not levels:
+                raise DataError(f"{where}: levels must be within {synthetic.LEVELS[0]}-{synthetic.LEVELS[-1]}, got {value!r}")
+            out[key] = tuple(sorted(set(levels)))
+        elif key == "families":
+            fams = [f.strip() for f in value.split("+") if f.strip()]
+            unknown = [f for f in fams if f not in synthetic.FAMILIES]
+            if unknown or not fams:
+                raise DataError(f"{where}: unknown families {', '.join(unknown) or value!r} "
+                                f"(choose from {', '.join(synthetic.FAMILIES)})")
+            out[key] = tuple(fams)
+        elif key == "style":
+            if value not in synthetic.STYLES:
+                raise DataError(f"{where}: style must be one of {', '.join(synthetic.STYLES)}, got {value!r}")
+            out[key] = value
+        else:  # n_train, n_test, data_seed
+            if not value.isdigit():
+                raise DataError(f"{where}: {key} must be a non-negative integer, got {value!r}")
+            out[key] = int(value)
+    return out
+
+
 def _classify(data: str) -> tuple[str, Any]:
     """(kind, source) for a `data` string; see load_problems for the forms."""
     if isinstance(data, os.PathLike):
@@ -659,10 +709,10 @@ def _classify(data: str) -> tuple[str, Any]:
         if prefix == "hub":
             return _classify_hub(rest)
         if prefix == "synthetic":
-            raise DataError("use data='synthetic' with options (n_train=..., levels=...), not 'synthetic:...'")
+            return "synthetic", parse_synthetic_spec(rest)
         return prefix, rest
     if data == "synthetic":
-        return "synthetic", None
+        return "synthetic", {}
     if data == "math-paper":
         return "paper", _local_or_hub("math", MATH_HUB)
     if data == "gsm8k":

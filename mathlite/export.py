@@ -223,6 +223,10 @@ def _pct(v) -> str:
     return "-" if v is None or v != v else f"{100 * v:.1f}"
 
 
+def _evaluator_words(path) -> str:
+    return f"`{path}`" if path else "none (voting and oracle rows only)"
+
+
 def _stage_words(info: dict) -> str:
     name = (info.get("stage") or {}).get("name") or ""
     if name == "ssft":
@@ -299,7 +303,7 @@ def model_card(info: dict, kind: str = "merged") -> str:
     for r in info["reports"]:
         meta = r["meta"]
         lines += ["", f"From `{r['path']}` ({meta.get('n_problems')} problems of {meta.get('data')}, "
-                      f"N={meta.get('N')}, evaluator `{meta.get('evaluator')}`):", "",
+                      f"N={meta.get('N')}, re-ranking evaluator {_evaluator_words(meta.get('evaluator'))}):", "",
                   "| Method | Accuracy (%) | 95% CI |", "|:---|---:|---:|"]
         for m in _CARD_METHODS:
             d = r["methods"].get(m)
@@ -310,8 +314,9 @@ def model_card(info: dict, kind: str = "merged") -> str:
         auc = verbal.get("auc")
         auc = "-" if auc is None or auc != auc else f"{auc:.3f}"
         lines += ["", f"As a verbal evaluator, on {verbal['val_solutions']} sampled solutions of "
-                      f"{verbal.get('val_problems')} held-out training problems: AUC {auc}, accuracy "
-                      f"{_pct(verbal.get('accuracy'))}% (from `{info['adapter']}/manifest.json`)."]
+                      f"{verbal.get('val_problems')} held-out training problems ({_pct(verbal.get('positive_rate'))}% "
+                      f"of them correct): AUC {auc}, accuracy {_pct(verbal.get('accuracy'))}% "
+                      f"(from `{info['adapter']}/manifest.json`)."]
     if nf4 and kind == "merged":
         lines += ["", "These numbers were measured with the adapter on the 4-bit NF4 base it was trained on; this "
                       "merged model uses the unquantized base, so its outputs can differ slightly."]

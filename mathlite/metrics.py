@@ -370,3 +370,33 @@ def accuracy_curves(problems: Iterable[dict | PreparedProblem], sizes: Sequence[
         out.ci_low[m], out.ci_high[m] = lo.tolist(), hi.tolist()
         out.cost_share[m] = cost[m].mean(axis=0).tolist()
     return out
+
+
+def evaluator_quality(rows: Sequence[dict]) -> dict[str, Any] | None:
+    """How well the evaluator's scores separate right from wrong on these (test) samples.
+
+    auc: over all scored solutions (pooled across problems); within_problem_auc: the mean AUC over
+    the problems that have both right and wrong samples, which is what re-ranking inside a problem
+    depends on (a scorer can rank easy problems above hard ones and still not help). None when no
+    sample carries a score; an AUC is None when it is undefined (one class only)."""
+    from mathlite.evaluator import auc  # numpy only at call time; the scores are plain floats
+
+    pooled_y, pooled_s, per_problem = [], [], []
+    for row in rows:
+        pairs = [(bool(s["correct"]), float(s["score"])) for s in row["samples"] if s.get("score") is not None]
+        if not pairs:
+            continue
+        ys, ss = zip(*pairs)
+        pooled_y += ys
+        pooled_s += ss
+        if any(ys) and not all(ys):
+            per_problem.append(auc(ys, ss))
+    if not pooled_s:
+        return None
+    overall = auc(pooled_y, pooled_s)
+    return {
+        "solutions": len(pooled_s), "correct_share": sum(pooled_y) / len(pooled_y),
+        "auc": None if math.isnan(overall) else overall,
+        "within_problem_auc": float(np.mean(per_problem)) if per_problem else None,
+        "mixed_problems": len(per_problem),
+    }

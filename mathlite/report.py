@@ -174,12 +174,23 @@ def comparison_markdown(runs: Mapping[str, Stats]) -> str:
     return markdown_table(*comparison_rows(runs))
 
 
+def evaluator_sentence(q: Mapping[str, Any]) -> str:
+    """One line on the evaluator's separation of right and wrong test samples (metrics.evaluator_quality)."""
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    return (f"Evaluator on these test samples: AUC {f(q.get('auc'))} over {q['solutions']} solutions "
+            f"({100 * q['correct_share']:.1f}% correct); within-problem AUC {f(q.get('within_problem_auc'))} "
+            f"(mean over the {q['mixed_problems']} problems with both right and wrong samples; 0.5 = no skill).")
+
+
 def results_markdown(stats: Stats, title: str,
-                     breakdowns: Mapping[str, Mapping[Any, Stats]] | None = None) -> str:
+                     breakdowns: Mapping[str, Mapping[Any, Stats]] | None = None,
+                     evaluator_test: Mapping[str, Any] | None = None) -> str:
     """The headline table, then per level/subject accuracy (methods as rows, groups as columns)."""
     text = f"# {title}\n\n" + markdown_table(HEADER, [_row(s) for s in stats.values()])
     text += ("\nAccuracy: share of problems whose selected answer is correct (Wilson 95% CI). "
              "Eval cost: share of the N samples the evaluator had to score.\n")
+    if evaluator_test:
+        text += "\n" + evaluator_sentence(evaluator_test) + "\n"
     for by, groups in (breakdowns or {}).items():
         header = ["Method"] + [f"{by} {g} (n={next(iter(s.values())).n_problems})" if s else f"{by} {g}"
                                for g, s in groups.items()]
@@ -208,12 +219,28 @@ def results_csv(stats: Stats, breakdowns: Mapping[str, Mapping[Any, Stats]] | No
 
 
 def load_results(path: str | Path) -> tuple[dict, dict[str, MethodStats]]:
-    """(meta, {method: MethodStats}) from a results.json written by `write_report`."""
-    data = json.loads(Path(path).read_text())
+    """(meta, {method: MethodStats}) from a results.json written by `write_report`.
+    Raises ResultsError (one line naming the file) for a missing, unreadable or foreign file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such file (recipe 04 writes <run>/report/results.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path}: not a readable JSON file ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("methods"), dict):
+        raise ResultsError(f"{path}: not a recipe-04 results file (no 'methods' table)")
     nan = float("nan")
-    stats = {m: MethodStats(**{k: (nan if v is None else v) for k, v in d.items()})
-             for m, d in data["methods"].items()}
-    return data.get("meta", {}), stats
+    try:
+        stats = {m: MethodStats(**{k: (nan if v is None else v) for k, v in d.items()})
+                 for m, d in data["methods"].items()}
+    except (TypeError, AttributeError) as e:
+        raise ResultsError(f"{path}: malformed 'methods' entry ({e})") from None
+    meta = data.get("meta")
+    return meta if isinstance(meta, dict) else {}, stats
+
+
+class ResultsError(ValueError):
+    """A results.json that cannot be read; the message is one line naming the file."""
 
 
 # ---------------------------------------------------------------------------
@@ -243,7 +270,7 @@ def plot_accuracy_vs_n(curves: Curves, path: str | Path, title: str,
     if methods is None:
         # All methods at once is unreadable; the default keeps the ones the paper plots.
         methods = [m for m in curves.methods if DEFAULT_CURVE_METHODS.match(m) and m != "rr_maj1"]
-    fig, ax = _figure(7.5, 4.8)
+    fig, ax = _figure(9.0, 4.8)
     x = curves.sizes
     for m in methods:
         acc = [100 * a for a in curves.accuracy[m]]
@@ -256,7 +283,7 @@ def plot_accuracy_vs_n(curves: Curves, path: str | Path, title: str,
     ax.set_xlabel("N (samples per problem)")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the bands stay visible
     ax.set_title(f"{title}\nexpected accuracy over {curves.n_draws} random subsets per N, "
                  f"{int(100 * curves.confidence)}% bootstrap CI", fontsize=10)
     return _save(fig, path)
@@ -337,7 +364,8 @@ def write_report(out_dir: str | Path, stats: Stats, *, curves: Curves | None = N
     }
     paths = {
         "json": _write_text(out_dir / "results.json", json.dumps(_json_safe(doc), indent=2, default=str) + "\n"),
-        "md": _write_text(out_dir / "results.md", results_markdown(stats, title, breakdowns)),
+        "md": _write_text(out_dir / "results.md", results_markdown(stats, title, breakdowns,
+                                                                         (meta or {}).get("evaluator_test"))),
         "csv": _write_text(out_dir / "results.csv", results_csv(stats, breakdowns)),
     }
     if curves is not None:
@@ -355,7 +383,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     runs = {}
     for path in argv:
-        meta, stats = load_results(path)
+        try:
+            meta, stats = load_results(path)
+        except ResultsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
         # The folder names the run (runs/<name>/report/results.json -> "runs/<name>/report").
         runs[str(meta.get("name") or Path(path).parent)] = (meta, stats)
     if len(runs) == 1:

@@ -961,6 +961,7 @@ def summarize(by_id: dict[str, dict], ids: Iterable[str] | None = None, cfg: Sam
 def print_summary(summary: dict[str, Any], title: str = "sampling") -> None:
     """The summary as a rich table."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     pct = ("greedy_accuracy", "sample_accuracy", "pass_at_n", "no_answer", "truncated")
@@ -971,7 +972,7 @@ def print_summary(summary: dict[str, Any], title: str = "sampling") -> None:
         "problems": "problems", "n": "samples per problem", "new_samples": "new samples this run",
         "resumed_from": "samples already there", "mean_tokens": "mean tokens/solution",
     }
-    t = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 1))
+    t = Table(title=escape(title), show_header=False, title_justify="left", box=None, padding=(0, 1))
     for key, label in labels.items():
         if key not in summary:
             continue
@@ -984,9 +985,9 @@ def print_summary(summary: dict[str, Any], title: str = "sampling") -> None:
             text = f"{v:,.1f}"
         else:
             text = f"{v:,}" if isinstance(v, int) else str(v)
-        t.add_row(f"[cyan]{label}[/]", text)
+        t.add_row(f"[cyan]{label}[/]", escape(text))
     if "out" in summary:
-        t.add_row("[cyan]output[/]", str(summary["out"]))
+        t.add_row("[cyan]output[/]", escape(str(summary["out"])))
     Console().print(t)
 
 

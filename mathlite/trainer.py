@@ -4,8 +4,10 @@ checkpoint discovery for resume, and the CPU/GPU-dependent training arguments.""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -88,6 +90,34 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
         if (p / "trainer_state.json").exists():
             ckpts.append((step, p))
     return str(max(ckpts)[1]) if ckpts else None
+
+
+def resume_checkpoint(ckpts: Path, tag: str = "") -> str | None:
+    """The newest checkpoint to resume from. The Trainer writes a checkpoint's trainer_state.json
+    last but not atomically: one torn by a kill is dropped, and the one before it is used."""
+    while (last := last_checkpoint(ckpts)) is not None:
+        try:
+            json.loads((Path(last) / "trainer_state.json").read_text())
+            return last
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            print(f"{tag} {last}: torn by an interrupted save; resuming from the checkpoint before it")
+            shutil.rmtree(last)
+    return None
+
+
+def finished_training(sft, ckpt: str) -> bool:
+    """If `ckpt` is the final checkpoint (a run killed after training, e.g. in the greedy check),
+    load its adapter weights and trainer state into `sft` and return True. Resuming from it instead
+    would train one step too many: transformers' loop checks max_steps only after a step."""
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(Path(ckpt) / "trainer_state.json"))
+    if not 0 < state.max_steps <= state.global_step:
+        return False
+    set_peft_model_state_dict(sft.model, load_peft_weights(ckpt))
+    sft.state = state
+    return True
 
 
 def common_training_args(out_dir: str | Path, *, lr: float, batch_size: int, grad_accum: int, max_steps: int,

@@ -44,6 +44,7 @@ class Config:
     top_p: float = 0.95
     max_new_tokens: int = 160
     batch_size: int = 72  # sequences per forward pass; lower it on an out-of-memory
+    backend: str = "auto"  # auto: vLLM when it is installed and a GPU is present, else transformers | hf | vllm
     seed: int = 0
     out: str = ""  # default: <run>/samples (few-shot: <run>/samples-fewshot<k>)
     run: str = ""
@@ -123,6 +124,12 @@ def main(argv):
     for s in cfg.splits:
         if s not in ("train", "test", "val"):
             raise runs.UserError(f"--splits: unknown split {s!r} (train, test, val)")
+    if cfg.backend not in ("auto", "hf", "vllm"):
+        raise runs.UserError(f"--backend must be auto, hf or vllm, got {cfg.backend!r}")
+    use_vllm = cfg.backend == "vllm" or (cfg.backend == "auto" and sampling.vllm_usable())
+    if cfg.backend == "vllm" and not sampling.vllm_usable():
+        raise runs.UserError("--backend vllm needs the vllm package and a CUDA GPU (pip install vllm); "
+                             "use --backend hf")
     scfg = sampling.SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
                                    max_new_tokens=cfg.max_new_tokens, greedy=True, seed=cfg.seed)
     model_name, adapter, dataset, out = resolve(cfg)
@@ -138,14 +145,22 @@ def main(argv):
     from mathlite import trainer
 
     trainer.setup_runtime()
-    model, tok, model_id = load_generator(model_name, adapter)
-    print(f"[02] {model_id}" + (f", {cfg.fewshot}-shot ({cfg.fewshot_style})" if cfg.fewshot else "") + f" -> {out}")
+    if use_vllm:  # vLLM loads the weights itself, with the LoRA adapter served on top
+        with runs.as_user_error(f"{model_name}: cannot load its tokenizer; pass --model a model folder or hub id",
+                                OSError, ValueError):
+            tok = models.load_tokenizer(model_name)
+        model = models.resolve_model(model_name)
+        model_id = f"{model_name}+lora:{sampling.adapter_fingerprint(adapter)}" if adapter else model_name
+    else:
+        model, tok, model_id = load_generator(model_name, adapter)
+    shots = f", {cfg.fewshot}-shot ({cfg.fewshot_style})" if cfg.fewshot else ""
+    print(f"[02] {model_id}{' (vLLM)' if use_vllm else ''}{shots} -> {out}")
 
     summaries = {}
     for split, ps in problems.items():
         summary = sampling.sample_problems(model, tok, ps, out / f"samples-{split}.jsonl", scfg, fewshot=fewshot,
                                            model_id=model_id, adapter=adapter, batch_size=cfg.batch_size,
-                                           desc=f"sampling {split}")
+                                           desc=f"sampling {split}", backend="vllm" if use_vllm else "hf")
         sampling.print_summary(summary, title=f"{split}: {len(ps)} problems x (greedy + {cfg.n} samples)")
         summaries[split] = summary
     runs.atomic_write_json(out / "summary.json", summaries)

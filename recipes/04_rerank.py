@@ -91,10 +91,12 @@ def main(argv):
     if evaluator_dir is not None and not (evaluator_dir / "evaluator.json").exists():
         raise runs.UserError(f"{evaluator_dir}: no evaluator; run recipes/03_evaluator.py --run {cfg.run} "
                              "first, or pass --evaluator none for voting only")
-    for path in cfg.compare:  # checked now, not after the scoring
-        doc = runs.read_json(path)
-        if not isinstance(doc, dict) or not isinstance(doc.get("methods"), dict):
-            raise runs.UserError(f"{path}: not a results.json of recipes/04_rerank.py (no 'methods')")
+    compared = {}
+    for path in cfg.compare:  # read now, not after the scoring
+        try:
+            compared[path] = report.load_results(path)
+        except report.ResultsError as e:
+            raise runs.UserError(f"--compare: {e}") from None
     out = Path(cfg.out or Path(cfg.run) / "report")
     paths = sampling.output_paths(samples)
     try:
@@ -131,13 +133,16 @@ def main(argv):
     data_name = next(iter({p.source for p in problems.values()}), "?")
     meta = {"name": cfg.name or str(Path(cfg.run).name), "model": model, "data": data_name, "N": n,
             "n_problems": len(rows), "samples": str(samples),
-            "evaluator": str(evaluator_dir) if evaluator_dir else None, "evaluator_cost": cost}
+            "evaluator": str(evaluator_dir) if evaluator_dir else None, "evaluator_cost": cost,
+            "evaluator_test": metrics.evaluator_quality(rows) if evaluator_dir else None}
     files = report.write_report(out, stats, curves=curves, breakdowns=breakdowns, meta=meta)
     report.print_table(stats, title=report.make_title(meta, stats))
+    if meta["evaluator_test"]:
+        print("[04] " + report.evaluator_sentence(meta["evaluator_test"]))
     if cfg.compare:
         others = {meta["name"]: stats}
         for path in cfg.compare:
-            other_meta, other_stats = report.load_results(path)
+            other_meta, other_stats = compared[path]
             others[str(other_meta.get("name") or Path(path).parent)] = other_stats
         report.print_comparison(others)
     runs.write_manifest(out, cfg, complete=True, stage="report", files={k: str(v) for k, v in files.items()})

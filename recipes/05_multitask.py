@@ -40,12 +40,13 @@ samples-{ssft,multitask,control}/samples-test.* (ssft: the subset of recipe 02's
 report/{ssft,multitask,control}/ (recipe 04's results.{json,md,csv} and plots), comparison.{md,json},
 metrics.json, manifest.json.
 
-Time and memory. One model is in memory at a time, so memory is recipe 01's at the same preset.
-  smoke   4 problems x (1 + 2) solutions of 32 tokens, 2 steps per training stage: ~90 CPU-seconds in all
-          (measured single-threaded), about 1 min on 2 quiet cores; < 3.5 GB RAM.
+Time and memory. One model is in memory at a time; GPU memory is at most recipe 01's at the same preset.
+  smoke   4 problems x (1 + 2) solutions of 32 tokens, 2 steps per training stage: 44 s on 2 quiet cores
+          (measured), < 2.5 GB RAM.
   cpu     135M model: evaluator 40 x 4 examples, 2 x 25 generator steps x 2 examples, 60 test problems x
-          (1 + 8) solutions for 2 generators, no re-ranking: about 10 min on 2 quiet cores (see comparison.md's
-          Time table for the measured split), < 4 GB RAM.
+          (1 + 8) solutions for 2 generators, no re-ranking: 6.4 min on 2 cores (measured; evaluator 1.5 min,
+          generators 2 x 0.7, sampling 2 x 1.3, loading and reports the rest), < 3.5 GB RAM. Re-ranking
+          with --rerank_evaluator final adds ~5 min. comparison.md's Time table has each run's split.
   t4      1.5B in 4-bit, ~10 GB of GPU memory: an evaluator epoch like recipe 03's, 2 x 200 generator steps,
           twice recipe 02's test sampling (500 x 16) and three times recipe 04's scoring: several hours.
   a100    (24-80 GB cards) 7B in 4-bit, ~20 GB at seq 1024: an evaluator epoch, 2 x 300 generator steps,
@@ -109,11 +110,10 @@ PRESETS = {
     "smoke": dict(evaluator_steps=2, evaluator_batch_size=4, evaluator_max_length=192, val_fraction=0.5,
                   gen2_steps=2, gen2_batch_size=2, test_problems=4, n=2, batch_size=16, save_steps=1000, log_steps=1,
                   K_values=(1, 2)),
-    # ~10 min on 2 cores, where a batch-4 training step takes ~4 s and sampling 60 x 9 solutions ~2 min:
-    # evaluator 40 x 4 examples (about one epoch of the cpu samples), 2 x 25 generator steps of 2 examples,
-    # 6 held-out problems for the skill check, and no re-ranking (scoring 3 x 60 x 8 solutions would add
-    # ~7 min; --rerank_evaluator final adds it)
-    "cpu": dict(evaluator_batch_size=4, gen2_batch_size=2, val_fraction=0.1, rerank_evaluator="none"),
+    # about 10 min on 2 cores (the docstring has the measured split): evaluator 40 x 4 examples (about one
+    # epoch of the cpu samples), 2 x 25 generator steps of 2 examples, 12 held-out problems for the skill
+    # check, and no re-ranking (scoring 3 x 60 x 8 solutions would add ~5 min; --rerank_evaluator final)
+    "cpu": dict(evaluator_batch_size=4, gen2_batch_size=2, rerank_evaluator="none"),
     "t4": dict(evaluator_steps=-1, evaluator_batch_size=4, evaluator_max_length=1024, gen2_steps=200,
                test_problems=0, n=0, batch_size=32, save_steps=100, log_steps=20),
     "a100": dict(evaluator_steps=-1, evaluator_batch_size=16, evaluator_max_length=1024, gen2_steps=300,
@@ -334,15 +334,20 @@ def stage_generator(cfg, ctx: dict, name: str, init_adapter: Path, init_fp: str,
     sft = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tok,
                      callbacks=[trainer.ProgressCallback(name)])
     trainer.drop_printer(sft)
+    ckpt = trainer.resume_checkpoint(out / "checkpoints", "[05]")
     with clock() as t:
-        result = sft.train(resume_from_checkpoint=trainer.last_checkpoint(out / "checkpoints"))
+        if ckpt and trainer.finished_training(sft, ckpt):  # killed after training: no extra step
+            print(f"[05] {name}: training had finished before the interruption; using {ckpt} as it is")
+            train_loss = None
+        else:
+            train_loss = sft.train(resume_from_checkpoint=ckpt).metrics.get("train_loss")
     model = sft.model
     model.eval()
     ev = as_verbal_evaluator(model, tok, ctx["base"], loss, cfg, init_adapter=str(init_adapter))
     extra = {evaluator.META_FILE: ev.meta()} if loss is not None else {}
     save_adapter(model, tok, out, extra)
     metrics = {"verbal": verbal_skill(ev, problems, by_id, val_ex), "steps": sft.state.global_step,
-               "train_loss": result.metrics.get("train_loss"), **t}
+               "train_loss": train_loss, **t}
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     finish_stage(out, cfg, key, stage=f"multitask/{name}", init_adapter=str(init_adapter), metrics=metrics, timings=t)
     del sft, model, ev
@@ -396,13 +401,14 @@ def ssft_samples(ctx: dict) -> Path:
     text = "\n".join(lines) + "\n"
     if not dst.samples.exists() or dst.samples.read_text() != text:
         shutil.rmtree(ctx["out"] / "report" / "ssft", ignore_errors=True)
-        meta = runs.read_json(src.meta)
-        meta["config"]["n"] = ctx["scfg"].n
-        meta.update(subset_of=str(src.samples), subset={"problems": len(ids), "n": ctx["scfg"].n})
         runs.atomic_write_text(dst.problems, "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n"
                                                      for p in ctx["problems"]))
-        runs.atomic_write_json(dst.meta, meta)
         runs.atomic_write_text(dst.samples, text)
+        meta = runs.read_json(src.meta)
+        meta["config"]["n"] = ctx["scfg"].n
+        meta.update(subset_of=str(src.samples), subset={"problems": len(ids), "n": ctx["scfg"].n},
+                    summary=sampling.summarize(sampling.read_samples(dst.samples), ids, ctx["scfg"]))
+        runs.atomic_write_json(dst.meta, meta)
     return dst.samples
 
 
@@ -442,12 +448,13 @@ def comparison_text(cfg, ctx: dict, columns: dict, skill: dict, timings: dict) -
              f"\nWith {n_problems} problems an interval spans about "
              f"±{100 * 1.96 * 0.5 / max(n_problems, 1) ** 0.5:.0f} "
              "points at 50% accuracy: differences inside the intervals are not evidence.\n")
-    rows = [[name, _fmt(m.get("auc")), _fmt(m.get("accuracy")), str(m.get("val_solutions", "-"))]
-            for name, m in skill["rows"].items()]
+    rows = [[name, _fmt(m.get("auc")), _fmt(m.get("accuracy")), str(m.get("val_solutions", "-")),
+             _fmt(m.get("positive_rate"))] for name, m in skill["rows"].items()]
     text += ("\n## The adapters as verbal evaluators (held-out training problems)\n\n"
              "AUC: chance that a correct solution scores above an incorrect one (0.5 = no skill; "
-             "'-' when the held-out samples are all right or all wrong).\n\n"
-             + report.markdown_table(["Adapter", "AUC", "accuracy", "solutions"], rows))
+             "'-' when the held-out samples are all right or all wrong). Accuracy: verdicts right at "
+             "p(correct) >= 0.5 (the median score after a pairwise loss).\n\n"
+             + report.markdown_table(["Adapter", "AUC", "accuracy", "solutions", "share correct"], rows))
     text += "\n## Time\n\n" + report.markdown_table(
         ["Stage", "wall s", "CPU s"], [[k, str(v.get("seconds", "-")), str(v.get("cpu_seconds", "-"))]
                                       for k, v in timings.items()])
@@ -507,7 +514,9 @@ def main(argv):
     if needs_file and not (Path(rerank) / evaluator.META_FILE).exists():
         raise runs.UserError(f"{rerank}: no evaluator here; run recipes/03_evaluator.py, or pass "
                              "--rerank_evaluator final (the multi-task adapter) or none")
-    tok = models.load_tokenizer(base)
+    with runs.as_user_error(f"{base}: cannot load the tokenizer of the SSFT run's model "
+                            f"(from {ssft_dir / 'config.json'})", OSError, ValueError):
+        tok = models.load_tokenizer(base)
     val = val_set(cfg, train_samples)
     ctx = {
         "out": out, "base": base, "quant": ssft_cfg.get("quant", "auto"), "ssft_cfg": ssft_cfg, "tok": tok,

@@ -57,6 +57,12 @@ def pct(v) -> str:
     return "-" if v is None or v != v else f"{v:.1%}"
 
 
+def _evaluator_words(res: dict) -> str:
+    q = (res.get("meta") or {}).get("evaluator_test") or {}
+    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    return f"; evaluator test AUC {f(q.get('auc'))} (within-problem {f(q.get('within_problem_auc'))})" if q else ""
+
+
 def summary_rows(run: Path, seconds: dict[str, float]) -> list[tuple[str, str, str]]:
     """(stage, time, key result) rows from the files each stage wrote (a missing value prints as -)."""
     rows = []
@@ -83,7 +89,7 @@ def summary_rows(run: Path, seconds: dict[str, float]) -> list[tuple[str, str, s
             return pct(m.get(name, {}).get("accuracy"))
 
         rows.append(("04 report", seconds.get("04"), f"Pass@1 {acc('greedy')}, Maj1@N {acc('maj1')}, RR.All {acc('rr_all')}, "
-                     f"SCR(K=3) {acc('rr_maj3')}, Pass@N {acc('pass_n')}"))
+                     f"SCR(K=3) {acc('rr_maj3')}, Pass@N {acc('pass_n')}" + _evaluator_words(res)))
     mt = run / "multitask" / "comparison.md"
     if mt.exists():
         rows.append(("05 multitask", seconds.get("05"), f"comparison table: {mt}"))

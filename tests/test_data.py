@@ -527,3 +527,24 @@ def test_real_chat_template_and_eos(smol_tokenizer):
     completion_ids = full_ids[len(prompt_ids):]
     assert completion_ids[-1] == tok.eos_token_id and completion_ids.count(tok.eos_token_id) == 1
     assert len(completion_ids) <= 80  # a level-2 target stays short
+
+
+def test_synthetic_data_string_options():
+    """"synthetic:levels=1-2,..." selects the same problems as the keyword options (what a recipe's
+    --data flag can say), and malformed specs fail with a message naming the spec."""
+    by_string = D.load_problems("synthetic:levels=1-2,n_train=80,n_test=20", "train")
+    by_kw = D.load_problems("synthetic", "train", levels=(1, 2), n_train=80, n_test=20)
+    assert by_string == by_kw and {p.level for p in by_string} == {1, 2}
+    assert D.load_problems("synthetic:levels=1-2,n_train=80,n_test=20", "test") == \
+        D.load_problems("synthetic", "test", levels=(1, 2), n_train=80, n_test=20)
+    fams = D.load_problems("synthetic:families=arithmetic+percent,levels=1+3,n_train=40", "train")
+    assert {p.id.split("/")[1] for p in fams} == {"arithmetic", "percent"} and {p.level for p in fams} == {1, 3}
+    assert D.parse_synthetic_spec("levels=2-4, style=terse") == {"levels": (2, 3, 4), "style": "terse"}
+    for spec, words in [("levels=0-2", "levels"), ("levels=a", "levels"), ("colour=red", "unknown option"),
+                        ("levels", "key=value"), ("families=algebra", "unknown families"),
+                        ("n_train=-3", "n_train"), ("style=fancy", "style"), ("levels=1,levels=2", "twice")]:
+        with pytest.raises(D.DataError, match=words) as err:
+            D.load_problems(f"synthetic:{spec}", "train")
+        assert f"synthetic:{spec}" in str(err.value)
+    with pytest.raises(D.DataError, match="both"):
+        D.load_problems("synthetic:levels=1", "train", levels=(2,))

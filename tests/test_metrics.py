@@ -19,6 +19,7 @@ from mathlite.metrics import (
     wilson_ci,
 )
 from mathlite.select import clusters_from_labels
+from mathlite import metrics
 
 HALF = {"1/2", "0.5", "\\frac{1}{2}"}
 
@@ -260,3 +261,22 @@ def test_pass_n_bounds_everything_and_scr_is_cheaper(run):
         assert stats[f"rr_maj{k}"].cost_share <= stats["rr_all"].cost_share
         assert stats[f"rr_maj{k}"].tokens_scored <= stats["rr_all"].tokens_scored
     assert stats["rr_maj1"].n_correct == stats["maj1"].n_correct
+
+
+def test_evaluator_quality_pooled_and_within_problem():
+    """A scorer that ranks the easy problem's samples above the hard one's beats chance pooled but has
+    no within-problem skill; what re-ranking needs is the within-problem number."""
+    c = lambda score: {"correct": True, "score": score}  # noqa: E731
+    w = lambda score: {"correct": False, "score": score}  # noqa: E731
+    rows = [
+        {"id": "easy", "samples": [c(0.8), c(0.82), c(0.84), w(0.9)]},
+        {"id": "hard", "samples": [c(0.1), w(0.2), w(0.15), w(0.12)]},
+        {"id": "unscored", "samples": [{"correct": True, "score": None}]},
+    ]
+    q = metrics.evaluator_quality(rows)
+    assert q["solutions"] == 8 and q["mixed_problems"] == 2 and q["correct_share"] == 0.5
+    assert q["auc"] == pytest.approx(9 / 16)  # the easy problem's 3 right answers beat the hard one's 3 wrong
+    assert q["within_problem_auc"] == 0.0  # inside each problem every wrong answer scores highest
+    assert metrics.evaluator_quality([{"id": "x", "samples": [{"correct": True}]}]) is None
+    one_class = metrics.evaluator_quality([{"id": "x", "samples": [{"correct": True, "score": 0.3}]}])
+    assert one_class["auc"] is None and one_class["within_problem_auc"] is None

@@ -1,14 +1,14 @@
 """Recipe 05 (multi-task sequential fine-tuning) and the export, on the smoke presets.
 
-The slow tests share one run folder, made once per module the way a user makes it: recipes 01 and 02
-with --preset smoke in subprocesses (recipe 03 is not needed: by default recipe 05 re-ranks with its
-own final adapter), then recipe 05 --preset smoke. What is checked is mechanics (every stage finishes,
-resumes, and hands the next one an adapter of the right kind; the export is exact), not accuracy:
-the smoke models are far too small and short-trained for that.
+The slow tests read the session's smoke chain (conftest's `smoke_run`: recipes 01 -> 05 through
+run_all.py, as a user runs them), so the chain is built once for this module and tests/test_chain.py.
+What is checked is mechanics (every stage finishes, resumes, and hands the next one an adapter of the
+right kind; the export is exact), not accuracy: the smoke models are far too small and short-trained.
 """
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,10 +30,12 @@ def _load(stem: str):
     return module
 
 
-def _recipe(script: str, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+def _recipe(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MATHLITE_THREADS": "1"}  # as the other recipe tests
     proc = subprocess.run([sys.executable, str(RECIPES / script), *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=timeout)
-    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+                          cwd=REPO, env=env, timeout=900)
+    if check:
+        assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
@@ -70,17 +72,10 @@ def test_export_refuses_push_without_token_and_score_heads(tmp_path, monkeypatch
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("multitask") / "smoke"
-    _recipe("01_ssft.py", "--preset", "smoke", "--run", str(run), "--eval_before", "false")
-    _recipe("02_sample.py", "--preset", "smoke", "--run", str(run))
-    return run
-
-
-@pytest.fixture(scope="module")
 def multitask(smoke_run) -> Path:
-    _recipe("05_multitask.py", "--preset", "smoke", "--run", str(smoke_run))
-    return smoke_run / "multitask"
+    out = smoke_run / "multitask"
+    assert runs.stage_done(out), "the session's smoke chain did not finish recipe 05"
+    return out
 
 
 def _generates(adapter: Path) -> list[int]:
@@ -127,8 +122,7 @@ def test_multitask_smoke_end_to_end_and_resume(smoke_run, multitask):
     assert proc.stdout.count("already complete") == 5
     assert json.loads((multitask / "comparison.json").read_text())["columns"] == cols
     # a finished stage is never silently mixed with other settings
-    proc = subprocess.run([sys.executable, str(RECIPES / "05_multitask.py"), "--preset", "smoke", "--run",
-                           str(smoke_run), "--gen2_steps", "3"], capture_output=True, text=True, cwd=REPO)
+    proc = _recipe("05_multitask.py", "--preset", "smoke", "--run", str(smoke_run), "--gen2_steps", "3", check=False)
     assert proc.returncode == 2 and "stage2_generator" in proc.stderr and "--force" in proc.stderr
 
 

@@ -137,3 +137,19 @@ def test_nan_becomes_null_in_json(tmp_path, results):
 def test_make_title_without_metadata(results):
     stats = results[0]
     assert report.make_title(None, stats) == "model ? on data ?, 8 problems"
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "no such file"), ("{not json", "not a readable JSON"), ('["a"]', "no 'methods'"),
+    ('{"meta": {}}', "no 'methods'"), ('{"methods": {"Maj1@N": {"colour": 1}}}', "malformed"),
+])
+def test_load_results_bad_files_are_one_line_errors(tmp_path, capsys, content, words):
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(report.ResultsError, match=words) as err:
+        report.load_results(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(SystemExit) as exit_:
+        report.main([str(path)])
+    assert exit_.value.code == 2 and str(path) in capsys.readouterr().err

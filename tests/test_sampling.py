@@ -394,3 +394,42 @@ def test_kill_and_resume(smol, tmp_path):
     # the uninterrupted one, so even bf16 numerics agree and so do the samples.
     differ = [k for k in straight if resumed[k] != straight[k]]
     assert not differ, f"{len(differ)}/18 samples differ between the resumed and the uninterrupted run, e.g. {differ[0]}"
+
+
+def test_print_summary_prints_paths_and_titles_verbatim(capsys):
+    """Run folders and titles can hold rich markup ("[/x]", "[bold]"): they are printed as they are."""
+    sampling.print_summary({"greedy_accuracy": 0.5, "problems": 2, "out": "runs/[/tmp]/x[bold]"}, title="s [/a]")
+    out = capsys.readouterr().out
+    assert "runs/[/tmp]/x[bold]" in out and "s [/a]" in out and "50.0%" in out
+
+
+def test_recipe02_hands_the_model_name_to_vllm_when_usable(tmp_path, monkeypatch):
+    """With vLLM usable (faked here: no GPU in CI), recipe 02 passes the model *name* and the vllm
+    backend to the sampler, which then serves the weights itself; without it, a loaded model and hf."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recipe02_vllm", Path(__file__).parents[1] / "recipes" / "02_sample.py")
+    recipe = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, recipe)  # dataclasses look the module up while it loads
+    spec.loader.exec_module(recipe)
+    calls = []
+
+    def fake_sample(model, tok, problems, out, cfg, **kw):
+        calls.append((model, kw["backend"], kw["model_id"]))
+        return {"problems": len(problems), "greedy_accuracy": 0.0}
+
+    monkeypatch.setattr(sampling, "sample_problems", fake_sample)
+    monkeypatch.setattr(sampling, "vllm_usable", lambda: True)
+    monkeypatch.setattr(recipe, "load_generator", lambda *a: pytest.fail("vLLM path must not load the model"))
+    args = ["--adapter", "none", "--data", "synthetic", "--train_problems", "2", "--test_problems", "2", "--n", "2",
+            "--run", str(tmp_path / "run")]
+    recipe.main(args)
+    assert calls and all(isinstance(m, str) and b == "vllm" for m, b, _ in calls)
+    assert calls[0][2] == models.OFFLINE_MODEL and Path(calls[0][0]).exists()
+    calls.clear()
+    monkeypatch.setattr(recipe, "load_generator", lambda *a: ("LOADED", models.load_tokenizer(models.OFFLINE_MODEL), "id"))
+    recipe.main(args + ["--backend", "hf"])
+    assert calls and all(m == "LOADED" and b == "hf" for m, b, _ in calls)
+    monkeypatch.setattr(sampling, "vllm_usable", lambda: False)
+    with pytest.raises(UserError, match="--backend vllm needs"):
+        recipe.main(args + ["--backend", "vllm"])
