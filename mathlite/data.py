@@ -658,9 +658,9 @@ def parse_synthetic_spec(spec: str) -> dict[str, Any]:
     from . import synthetic
 
     out: dict[str, Any] = {}
+    where = f"synthetic:{spec}"
     for part in filter(None, (x.strip() for x in spec.split(","))):
         key, eq, value = (x.strip() for x in part.partition("="))
-        where = f"synthetic:{spec}"
         if not eq or not value:
             raise DataError(f"{where}: expected key=value, got {part!r} (e.g. synthetic:levels=1-2)")
         if key not in _SYNTHETIC_OPTIONS:

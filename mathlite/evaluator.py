@@ -79,6 +79,7 @@ import torch
 import torch.nn.functional as F
 
 from . import models, runs
+from .metrics import auc
 
 KINDS = ("head", "verbal")
 LOSSES = ("pointwise", "pairwise")
@@ -193,25 +194,6 @@ def pair_examples(examples: Sequence[dict], seed: int = 0) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- metrics
-
-
-def auc(labels: Sequence[int | bool], scores: Sequence[float]) -> float:
-    """ROC AUC from ranks (Mann-Whitney U): the chance that a random correct solution scores
-    above a random incorrect one, ties counting one half. NaN when only one class is present."""
-    y = np.asarray(labels, dtype=bool)
-    s = np.asarray(scores, dtype=float)
-    if y.shape != s.shape:
-        raise ValueError(f"{len(y)} labels but {len(s)} scores")
-    if np.isnan(s).any():
-        raise ValueError("auc: scores contain NaN")
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    # 1-based ranks, tied scores sharing the average of the ranks they span
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    last = np.cumsum(counts)
-    ranks = ((last - counts + 1 + last) / 2.0)[inverse]
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def accuracy(labels: Sequence[int | bool], scores: Sequence[float], threshold: float | None = None) -> float:

@@ -372,6 +372,25 @@ def accuracy_curves(problems: Iterable[dict | PreparedProblem], sizes: Sequence[
     return out
 
 
+def auc(labels: Sequence[int | bool], scores: Sequence[float]) -> float:
+    """ROC AUC from ranks (Mann-Whitney U): the chance that a random correct solution scores
+    above a random incorrect one, ties counting one half. NaN when only one class is present."""
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=float)
+    if y.shape != s.shape:
+        raise ValueError(f"{len(y)} labels but {len(s)} scores")
+    if np.isnan(s).any():
+        raise ValueError("auc: scores contain NaN")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    # 1-based ranks, tied scores sharing the average of the ranks they span
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)
+    ranks = ((last - counts + 1 + last) / 2.0)[inverse]
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
 def evaluator_quality(rows: Sequence[dict]) -> dict[str, Any] | None:
     """How well the evaluator's scores separate right from wrong on these (test) samples.
 
@@ -379,8 +398,6 @@ def evaluator_quality(rows: Sequence[dict]) -> dict[str, Any] | None:
     the problems that have both right and wrong samples, which is what re-ranking inside a problem
     depends on (a scorer can rank easy problems above hard ones and still not help). None when no
     sample carries a score; an AUC is None when it is undefined (one class only)."""
-    from mathlite.evaluator import auc  # numpy only at call time; the scores are plain floats
-
     pooled_y, pooled_s, per_problem = [], [], []
     for row in rows:
         pairs = [(bool(s["correct"]), float(s["score"])) for s in row["samples"] if s.get("score") is not None]

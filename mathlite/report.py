@@ -218,6 +218,10 @@ def results_csv(stats: Stats, breakdowns: Mapping[str, Mapping[Any, Stats]] | No
     return buf.getvalue()
 
 
+class ResultsError(ValueError):
+    """A results.json that cannot be read; the message is one line naming the file."""
+
+
 def load_results(path: str | Path) -> tuple[dict, dict[str, MethodStats]]:
     """(meta, {method: MethodStats}) from a results.json written by `write_report`.
     Raises ResultsError (one line naming the file) for a missing, unreadable or foreign file."""
@@ -237,10 +241,6 @@ def load_results(path: str | Path) -> tuple[dict, dict[str, MethodStats]]:
         raise ResultsError(f"{path}: malformed 'methods' entry ({e})") from None
     meta = data.get("meta")
     return meta if isinstance(meta, dict) else {}, stats
-
-
-class ResultsError(ValueError):
-    """A results.json that cannot be read; the message is one line naming the file."""
 
 
 # ---------------------------------------------------------------------------

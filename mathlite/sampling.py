@@ -559,7 +559,7 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model_name: str, tokenizer, cfg: SamplingConfig, adapter: str | Path | None = None, batch_size: int = 1024):
-        from vllm import LLM  # noqa: F401 - fail early when absent
+        from vllm import LLM  # first: fail early when absent
 
         self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, max(batch_size, 256)
         lora_rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"] if adapter else None
@@ -569,8 +569,6 @@ class VLLMEngine:
         if adapter:  # vLLM takes a LoRA rank from a fixed menu: the smallest that fits
             rank = next((r for r in (8, 16, 32, 64, 128, 256) if r >= int(lora_rank)), int(lora_rank))
             kwargs.update(enable_lora=True, max_lora_rank=rank)
-        from vllm import LLM
-
         self.llm = LLM(**kwargs)
         self.lora = None
         if adapter:

@@ -79,10 +79,14 @@ def resolve(cfg: Config) -> tuple[str, str | None, str, Path]:
     return model, adapter, dataset, out
 
 
-def load_generator(model_name: str, adapter: str | None):
+def load_tokenizer(model_name: str):
     with runs.as_user_error(f"{model_name}: cannot load its tokenizer; pass --model a model folder or hub id",
                             OSError, ValueError):
-        tok = models.load_tokenizer(model_name)
+        return models.load_tokenizer(model_name)
+
+
+def load_generator(model_name: str, adapter: str | None):
+    tok = load_tokenizer(model_name)
     model = models.load_model(model_name, quant="auto")
     model_id = model_name
     if adapter:
@@ -126,8 +130,9 @@ def main(argv):
             raise runs.UserError(f"--splits: unknown split {s!r} (train, test, val)")
     if cfg.backend not in ("auto", "hf", "vllm"):
         raise runs.UserError(f"--backend must be auto, hf or vllm, got {cfg.backend!r}")
-    use_vllm = cfg.backend == "vllm" or (cfg.backend == "auto" and sampling.vllm_usable())
-    if cfg.backend == "vllm" and not sampling.vllm_usable():
+    vllm_ok = cfg.backend != "hf" and sampling.vllm_usable()
+    use_vllm = cfg.backend == "vllm" or (cfg.backend == "auto" and vllm_ok)
+    if cfg.backend == "vllm" and not vllm_ok:
         raise runs.UserError("--backend vllm needs the vllm package and a CUDA GPU (pip install vllm); "
                              "use --backend hf")
     scfg = sampling.SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -146,9 +151,7 @@ def main(argv):
 
     trainer.setup_runtime()
     if use_vllm:  # vLLM loads the weights itself, with the LoRA adapter served on top
-        with runs.as_user_error(f"{model_name}: cannot load its tokenizer; pass --model a model folder or hub id",
-                                OSError, ValueError):
-            tok = models.load_tokenizer(model_name)
+        tok = load_tokenizer(model_name)
         model = models.resolve_model(model_name)
         model_id = f"{model_name}+lora:{sampling.adapter_fingerprint(adapter)}" if adapter else model_name
     else:

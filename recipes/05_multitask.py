@@ -110,7 +110,7 @@ PRESETS = {
     "smoke": dict(evaluator_steps=2, evaluator_batch_size=4, evaluator_max_length=192, val_fraction=0.5,
                   gen2_steps=2, gen2_batch_size=2, test_problems=4, n=2, batch_size=16, save_steps=1000, log_steps=1,
                   K_values=(1, 2)),
-    # about 10 min on 2 cores (the docstring has the measured split): evaluator 40 x 4 examples (about one
+    # 6.4 min measured on 2 cores (split in the docstring): evaluator 40 x 4 examples (about one
     # epoch of the cpu samples), 2 x 25 generator steps of 2 examples, 12 held-out problems for the skill
     # check, and no re-ranking (scoring 3 x 60 x 8 solutions would add ~5 min; --rerank_evaluator final)
     # gen2_lr: continuing at the SSFT run's 1e-3 with batch 2 undid SSFT (Pass@N 60.0% -> 41.7% multitask /
