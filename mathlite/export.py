@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from . import models, runs, sampling
+from .samples import ModelId
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # where the offline model comes from: its weights are a dequantized GGUF (Q4_1) of this hub model
@@ -150,8 +151,8 @@ def measured_samples(run_dir: Path, fingerprint: str) -> list[dict]:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        name = str((meta.get("model") or {}).get("name", ""))
-        if not name.endswith(f"+lora:{fingerprint}") or not meta.get("complete"):
+        name = str((meta.get("model") or {}).get("name", "")) if isinstance(meta, dict) else ""
+        if not name or ModelId.parse(name).adapter_hash != fingerprint or not meta.get("complete"):
             continue
         samples = meta_path.with_name(meta_path.name.replace(".meta.json", ".jsonl"))
         found.append({"samples": samples, "meta": meta, "summary": meta.get("summary") or {}})

@@ -48,6 +48,7 @@ import numpy as np
 from mathlite.select import (
     K_VALUES,
     TOPN_VALUES,
+    Selection,
     clusters_for,
     clusters_from_labels,
     labels_from_clusters,
@@ -142,6 +143,8 @@ class PreparedProblem:
     tokens: np.ndarray  # int, per sample
     labels: np.ndarray  # cluster id per sample, -1 = no answer
     greedy_correct: bool | None
+    ks: list = field(default_factory=list)  # each sample's k in the samples file (default: its position)
+    other_scores: dict = field(default_factory=dict)  # {scorer name: [float | None per sample]}: other scorers
 
     @property
     def n(self) -> int:
@@ -163,6 +166,7 @@ def prepare(records: Iterable[dict | PreparedProblem], cluster_fn: ClusterFn | N
         samples = rec.get("samples") or []
         answers = [s.get("answer") for s in samples]
         greedy = rec.get("greedy")
+        names = sorted({name for s in samples for name in (s.get("scores") or {})})
         out.append(PreparedProblem(
             id=str(rec.get("id", len(out))),
             level=rec.get("level"),
@@ -174,30 +178,76 @@ def prepare(records: Iterable[dict | PreparedProblem], cluster_fn: ClusterFn | N
             labels=np.array(labels_from_clusters(cluster_fn(answers), len(answers)) if answers else [],
                             dtype=np.int64),
             greedy_correct=None if greedy is None else bool(greedy.get("correct")),
+            ks=[s.get("k", i) for i, s in enumerate(samples)],
+            other_scores={name: [(s.get("scores") or {}).get(name) for s in samples] for name in names},
         ))
     return out
+
+
+# Methods offered for every other scorer (e.g. the generator's confidence), next to the evaluator's.
+SCORER_METHODS = ("rr_all", "rr_maj", "w_rr")
+
+
+def scorer_method(method: str, scorer: str) -> str:
+    """"rr_all" + "confidence" -> "rr_all:confidence": a method run with another scorer's scores."""
+    return f"{method}:{scorer}"
+
+
+def split_method(name: str) -> tuple[str, str | None]:
+    """Inverse of scorer_method: ("rr_all", "confidence"), or (name, None) for the primary scorer."""
+    base, _, scorer = name.partition(":")
+    return base, scorer or None
+
+
+def full_label(name: str) -> str:
+    """The paper's name of a method key, with the scorer when it is not the trained evaluator."""
+    base, scorer = split_method(name)
+    return method_label(base) if scorer is None else f"{method_label(base)} ({scorer})"
+
+
+def scorer_names(problems: Iterable[PreparedProblem]) -> list[str]:
+    return sorted({name for p in problems for name, v in p.other_scores.items() if any(x is not None for x in v)})
 
 
 def _methods_for(problems: list[PreparedProblem], K_values, topn_values) -> list[str]:
     has_scores = any(s is not None for p in problems for s in p.scores)
     has_greedy = bool(problems) and all(p.greedy_correct is not None for p in problems)
-    return method_names(K_values, topn_values, greedy=has_greedy, scores=has_scores)
+    names = method_names(K_values, topn_values, greedy=has_greedy, scores=has_scores)
+    first_oracle = next((i for i, m in enumerate(names) if m.endswith("_oracle") or m == "pass_n"), len(names))
+    ks = sorted(set(int(k) for k in K_values))
+    extra = [scorer_method(m, name) for name in scorer_names(problems)
+             for m in ["rr_all"] + [f"rr_maj{k}" for k in ks] + ["w_rr"]]
+    return names[:first_oracle] + extra + names[first_oracle:]
+
+
+def _select(p: PreparedProblem, subset: np.ndarray | None, methods: list[str], K_values,
+            topn_values) -> dict[str, Selection]:
+    """Each sample method's Selection (indices into the subset) on all samples or a subset."""
+    idx = range(p.n) if subset is None else subset.tolist()
+    answers = [p.answers[i] for i in idx]
+    # The evaluator methods are in `methods` only when the run has scores (see _methods_for).
+    scores = [p.scores[i] for i in idx] if "rr_all" in methods else None
+    correct = p.correct[idx].tolist()
+    clusters = clusters_from_labels(p.labels[idx].tolist())
+    out = dict(run_methods(answers, clusters, scores, correct, K_values, topn_values))
+    for name, values in p.other_scores.items():
+        wanted = [m for m in methods if split_method(m)[1] == name]
+        if wanted:
+            sel = run_methods(answers, clusters, [values[i] for i in idx], None, K_values, ())
+            out.update({m: sel[split_method(m)[0]] for m in wanted})
+    return {m: out[m] for m in methods if m in out}
 
 
 def _evaluate(p: PreparedProblem, subset: np.ndarray | None, methods: list[str], K_values, topn_values,
               count_tokens: bool = True) -> dict[str, tuple[bool, int, int]]:
     """(correct, samples scored, tokens scored) per method, on all samples or a subset."""
     idx = range(p.n) if subset is None else subset.tolist()
-    answers = [p.answers[i] for i in idx]
-    # The evaluator methods are in `methods` only when the run has scores (see _methods_for).
-    scores = [p.scores[i] for i in idx] if "rr_all" in methods else None
     correct = p.correct[idx].tolist()
     tokens = p.tokens[idx].tolist()
-    clusters = clusters_from_labels(p.labels[idx].tolist())
     out = {}
     if "greedy" in methods:
         out["greedy"] = (bool(p.greedy_correct), 0, 0)
-    for name, sel in run_methods(answers, clusters, scores, correct, K_values, topn_values).items():
+    for name, sel in _select(p, subset, methods, K_values, topn_values).items():
         ok = sel.index is not None and correct[sel.index]
         scored_tokens = sum(tokens[i] for i in sel.scored) if count_tokens else 0
         out[name] = (ok, sel.cost, scored_tokens)
@@ -245,7 +295,7 @@ def summarize(problems: Iterable[dict | PreparedProblem], K_values: Sequence[int
     for m in methods:
         lo, hi = wilson_ci(correct[m], n, confidence)
         stats[m] = MethodStats(
-            method=m, label=method_label(m),
+            method=m, label=full_label(m),
             accuracy=correct[m] / n if n else math.nan, ci_low=lo, ci_high=hi,
             n_problems=n, n_correct=correct[m],
             cost_share=share[m] / n if n else math.nan,
@@ -362,7 +412,7 @@ def accuracy_curves(problems: Iterable[dict | PreparedProblem], sizes: Sequence[
     alpha = 1 - confidence
     out = Curves(sizes=sizes, methods=methods, accuracy={}, ci_low={}, ci_high={}, cost_share={},
                  n_problems=len(problems), n_draws=n_draws, confidence=confidence,
-                 labels={m: method_label(m) for m in methods})
+                 labels={m: full_label(m) for m in methods})
     for m in methods:
         means = counts @ acc[m] / len(problems)
         lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=0)
@@ -417,3 +467,129 @@ def evaluator_quality(rows: Sequence[dict]) -> dict[str, Any] | None:
         "within_problem_auc": float(np.mean(per_problem)) if per_problem else None,
         "mixed_problems": len(per_problem),
     }
+
+
+# ---------------------------------------------------------------------------
+# Per-problem choices and paired comparisons
+# ---------------------------------------------------------------------------
+
+def choices(problems: Iterable[dict | PreparedProblem], K_values: Sequence[int] = K_VALUES,
+            topn_values: Sequence[int] = TOPN_VALUES, cluster_fn: ClusterFn | None = None) -> list[dict[str, Any]]:
+    """Per problem: which sample each method chose (its k, None: nothing chosen) and whether that is correct.
+
+    [{"id", "chosen": {method: k | None}, "correct": {method: bool}}, ...] in problem order; greedy
+    appears only in "correct" (it is not one of the N samples).
+    """
+    problems = prepare(problems, cluster_fn)
+    methods = _methods_for(problems, K_values, topn_values)
+    out = []
+    for p in problems:
+        sel = _select(p, None, methods, K_values, topn_values)
+        correct = {m: bool(s.index is not None and p.correct[s.index]) for m, s in sel.items()}
+        if "greedy" in methods:
+            correct = {"greedy": bool(p.greedy_correct), **correct}
+        out.append({"id": p.id, "chosen": {m: None if s.index is None else p.ks[s.index] for m, s in sel.items()},
+                    "correct": correct})
+    return out
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided sign test (McNemar's exact test on the discordant pairs): the chance, if both
+    methods were equally good, of a split at least this uneven. Ties carry no information. 1.0 with no pairs."""
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+@dataclass
+class PairedStats:
+    """`method` against `baseline` on the same problems: per-problem wins / losses / ties, the accuracy
+    difference (method - baseline) with a paired bootstrap CI, and the exact sign-test p-value."""
+
+    method: str
+    baseline: str
+    label: str
+    baseline_label: str
+    wins: int  # problems the method gets right and the baseline wrong
+    losses: int
+    ties: int
+    n_problems: int
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired(a: Sequence[bool], b: Sequence[bool], counts: np.ndarray, confidence: float = 0.95) -> tuple:
+    """(wins, losses, ties, diff, ci_low, ci_high, p) of correctness vectors a vs b over the same
+    problems; `counts` are the bootstrap resamples of problems (`_resample_counts`), shared by all pairs."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired: need two equal, non-empty correctness vectors (got {a.size} and {b.size})")
+    wins, losses = int((a & ~b).sum()), int((~a & b).sum())
+    d = a.astype(float) - b.astype(float)
+    alpha = 1 - confidence
+    lo, hi = np.quantile(counts @ d / d.size, [alpha / 2, 1 - alpha / 2])
+    return wins, losses, a.size - wins - losses, float(d.mean()), float(lo), float(hi), sign_test(wins, losses)
+
+
+def comparison_pairs(methods: Sequence[str]) -> list[tuple[str, str]]:
+    """The comparisons the report makes: every deployable method against Maj1@N; SCR (RR.MajK, K >= 2)
+    against RR.All of the same scorer; and the trained evaluator against each other scorer."""
+    ms = set(methods)
+    deployable = [m for m in methods if not (m.endswith("_oracle") or m in ("pass_n", "maj1"))]
+    # RR.Maj1 and W-RR.Maj1 are Maj1@N itself (one cluster: nothing to re-rank)
+    pairs = [(m, "maj1") for m in deployable if "maj1" in ms and split_method(m)[0] not in ("rr_maj1", "w_rr_maj1")]
+    for m in deployable:
+        base, scorer = split_method(m)
+        if base.startswith("rr_maj") and base != "rr_maj1":
+            ref = "rr_all" if scorer is None else scorer_method("rr_all", scorer)
+            if ref in ms:
+                pairs.append((m, ref))
+    for m in methods:
+        base, scorer = split_method(m)
+        if scorer is not None and base in ("rr_all", "w_rr") and base in ms:
+            pairs.append((base, m))
+    return pairs
+
+
+def paired_comparisons(problems: Iterable[dict | PreparedProblem], K_values: Sequence[int] = K_VALUES,
+                       topn_values: Sequence[int] = TOPN_VALUES, n_boot: int = 2000, seed: int = 0,
+                       confidence: float = 0.95, cluster_fn: ClusterFn | None = None,
+                       chosen: Sequence[dict] | None = None) -> list[PairedStats]:
+    """`paired` for every pair of `comparison_pairs`, all on one seeded set of bootstrap resamples.
+
+    `chosen`: `choices(problems)` when already computed (saves a second pass)."""
+    problems = prepare(problems, cluster_fn)
+    if not problems:
+        return []
+    chosen = chosen if chosen is not None else choices(problems, K_values, topn_values)
+    methods = [m for m in _methods_for(problems, K_values, topn_values)]
+    vectors = {m: [c["correct"][m] for c in chosen] for m in methods}
+    counts = _resample_counts(len(problems), n_boot, np.random.default_rng(seed))
+    out = []
+    for m, ref in comparison_pairs(methods):
+        w, l, t, d, lo, hi, p = paired(vectors[m], vectors[ref], counts, confidence)
+        out.append(PairedStats(m, ref, full_label(m), full_label(ref), w, l, t, len(problems), d, lo, hi, p))
+    return out
+
+
+def scorer_quality(rows: Sequence[dict], scorer: str | None = None) -> dict[str, Any] | None:
+    """`evaluator_quality` of another scorer (its scores in each sample's "scores"); None: the primary."""
+    if scorer is None:
+        return evaluator_quality(rows)
+    return evaluator_quality([{"samples": [{"correct": s["correct"], "score": (s.get("scores") or {}).get(scorer)}
+                                           for s in r["samples"]]} for r in rows])
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0.0 for a single value) across seeds."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return (math.nan, math.nan)
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0

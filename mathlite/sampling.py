@@ -92,10 +92,11 @@ import torch
 
 from . import models
 from .runs import UserError, atomic_write_json, config_hash, machine, versions
+from .samples import FINISH_REASONS, RECORD_FIELDS, OutputPaths, output_paths, read_samples, validate_record  # noqa: F401
+from .samples import load_problems as read_problems
+from .samples import append_samples, scan_jsonl as _scan_jsonl, sync_problems as _sync_problems
 
 SCHEMA_VERSION = 1
-FINISH_REASONS = ("eos", "length")
-RECORD_FIELDS = {"id": str, "k": int, "text": str, "answer": (str, type(None)), "correct": bool, "tokens": int, "finish": str}
 
 # Top-p: the top-k sizes tried before a full sort (see _sample_rows).
 _TOP_K_STEPS = (64, 1024)
@@ -143,19 +144,6 @@ class SamplingConfig:
         return dataclasses.replace(self, stop=() if has_chat_template(tokenizer) else (PLAIN_STOP,))
 
 
-class OutputPaths(NamedTuple):
-    samples: Path
-    problems: Path
-    meta: Path
-
-
-def output_paths(out: str | Path) -> OutputPaths:
-    """samples-test.jsonl -> (samples-test.jsonl, samples-test.problems.jsonl, samples-test.meta.json)."""
-    out = Path(out)
-    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
-    return OutputPaths(out, out.with_name(stem + ".problems.jsonl"), out.with_name(stem + ".meta.json"))
-
-
 def unit_seed(seed: int, problem_id: str, k: int) -> int:
     """The seed of one (problem, k) unit: independent of batching, order and resumes."""
     h = hashlib.sha256(f"{seed}\0{problem_id}\0{k}".encode()).digest()
@@ -163,110 +151,6 @@ def unit_seed(seed: int, problem_id: str, k: int) -> int:
 
 
 # ---------------------------------------------------------------------------- records
-
-
-def validate_record(d: Any) -> None:
-    """Raise ValueError unless `d` is a valid sample record (see the module docstring)."""
-    if not isinstance(d, dict):
-        raise ValueError(f"a sample record must be a JSON object, got {type(d).__name__}")
-    for key, typ in RECORD_FIELDS.items():
-        if key not in d:
-            raise ValueError(f"sample record lacks '{key}'")
-        value = d[key]
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            raise ValueError(f"sample record field '{key}' has type {type(value).__name__}")
-    if d["k"] < -1:
-        raise ValueError(f"sample record k={d['k']} (must be -1 for greedy or >= 0)")
-    if d["tokens"] < 0:
-        raise ValueError(f"sample record tokens={d['tokens']} is negative")
-    if d["finish"] not in FINISH_REASONS:
-        raise ValueError(f"sample record finish={d['finish']!r} (must be eos or length)")
-    if d["correct"] and d["answer"] is None:
-        raise ValueError("sample record is correct without an answer")
-
-
-def _scan_jsonl(path: Path, validate: Callable[[Any], None] | None) -> tuple[list[dict], int, str | None]:
-    """(records, byte length of the good part, why the last line is bad or None).
-
-    Only the last line may be bad: a write cut short by a kill (no final newline) or
-    garbage left by a crash. It is reported, never returned as data. A bad line before
-    it is corruption and raises UserError naming file and line.
-    """
-    records: list[dict] = []
-    good, tail = 0, None
-    if not path.exists():
-        return records, good, tail
-
-    def take(lineno: int, line: bytes, last: bool) -> bool:
-        nonlocal good, tail
-        try:
-            if not line.endswith(b"\n"):
-                raise ValueError("no final newline: the write was cut short")
-            rec = json.loads(line)  # a blank or torn line raises too (JSONDecodeError is a ValueError)
-            if validate is not None:
-                validate(rec)
-        except ValueError as e:
-            if last:
-                tail = f"line {lineno}: {str(e)[:80]}"
-                return False
-            raise UserError(f"{path}:{lineno}: corrupt line ({str(e)[:120]}); only the last line may be cut short") from None
-        records.append(rec)
-        good += len(line)
-        return True
-
-    with open(path, "rb") as f:
-        held = None  # one line is held back: whether it is the last one decides how to treat it
-        for lineno, line in enumerate(f, 1):
-            if held is not None:
-                take(*held, last=False)
-            held = (lineno, line)
-        if held is not None:
-            take(*held, last=True)
-    return records, good, tail
-
-
-def read_samples(path: str | Path) -> dict[str, dict[str, Any]]:
-    """{problem id: {"greedy": record or None, "samples": [records sorted by k]}}.
-
-    A half-written last line is ignored (never read as data); a corrupt line before it
-    or a duplicate (id, k) raises UserError.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no samples file here (run the sampling recipe first)")
-    records, _, _ = _scan_jsonl(path, validate_record)
-    out: dict[str, dict[str, Any]] = {}
-    seen: set[tuple[str, int]] = set()
-    for rec in records:
-        key = (rec["id"], rec["k"])
-        if key in seen:
-            raise UserError(f"{path}: duplicate sample (id={key[0]!r}, k={key[1]})")
-        seen.add(key)
-        entry = out.setdefault(rec["id"], {"greedy": None, "samples": []})
-        if rec["k"] < 0:
-            entry["greedy"] = rec
-        else:
-            entry["samples"].append(rec)
-    for entry in out.values():
-        entry["samples"].sort(key=lambda r: r["k"])
-    return out
-
-
-def read_problems(path: str | Path) -> list:
-    """The problems file of a sampling output (`output_paths(out).problems`) as Problems."""
-    from .data import Problem
-
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no problems file here")
-    rows, _, _ = _scan_jsonl(path, None)
-    problems = []
-    for lineno, row in enumerate(rows, 1):  # every row before a torn tail is one line
-        try:
-            problems.append(Problem.from_dict(row))
-        except ValueError as e:  # DataError
-            raise UserError(f"{path}:{lineno}: {e}") from None
-    return problems
 
 
 def metric_records(out: str | Path) -> list[dict[str, Any]]:
@@ -720,29 +604,6 @@ def _check_problems(problems) -> dict[str, Any]:
     return by_id
 
 
-def _sync_problems(path: Path, problems) -> None:
-    """Append the problems not in the problems file yet; refuse a same-id problem that changed."""
-    old: dict[str, dict] = {}
-    if path.exists():
-        rows, good, _ = _scan_jsonl(path, None)
-        old = {r.get("id"): r for r in rows}
-        with open(path, "r+b") as f:
-            f.truncate(good)  # a torn last line from a killed run
-    new = []
-    for p in problems:
-        d = p.to_dict()
-        if p.id in old:
-            if old[p.id] != json.loads(json.dumps(d)):
-                raise UserError(f"{path}: problem {p.id!r} differs from the one already sampled here; use another output path")
-        else:
-            new.append(d)
-    if new:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in new))
-            f.flush()
-            os.fsync(f.fileno())
-
-
 def _check_meta(meta_path: Path, meta: dict, samples_exist: bool) -> dict | None:
     """The existing meta (None if new); UserError when it belongs to another config."""
     if not meta_path.exists():
@@ -872,9 +733,7 @@ def sample_problems(
         todo = sum(1 for b in batches for u in b if u.key not in done)
 
         def sink(recs: list[dict]) -> None:
-            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs).encode())
-            fh.flush()
-            os.fsync(fh.fileno())
+            append_samples(fh, recs)
 
         bar = _Progress(progress, desc, todo)
         t0 = time.time()

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # light imports only: a bad flag or path is reported in seconds (transformers loads after the checks)
-from mathlite import data, models, runs, sampling  # noqa: E402
+from mathlite import data, models, runs, samples, sampling  # noqa: E402
 
 
 @dataclass
@@ -96,7 +96,7 @@ def load_generator(model_name: str, adapter: str | None):
             made_for = runs.read_json(Path(adapter) / "adapter_config.json").get("base_model_name_or_path")
             raise runs.UserError(f"{e}; pass " + (f"--model {made_for}" if made_for else "the --model it was made for")
                                  + " or another --adapter") from None
-        model_id = f"{model_name}+lora:{sampling.adapter_fingerprint(adapter)}"
+        model_id = str(samples.ModelId(model_name, sampling.adapter_fingerprint(adapter)))
         if not models.has_cuda():
             # bf16 on CPU: folding LoRA into the weights removes its extra matmuls from every decode step
             model = model.merge_and_unload()
@@ -153,7 +153,7 @@ def main(argv):
     if use_vllm:  # vLLM loads the weights itself, with the LoRA adapter served on top
         tok = load_tokenizer(model_name)
         model = models.resolve_model(model_name)
-        model_id = f"{model_name}+lora:{sampling.adapter_fingerprint(adapter)}" if adapter else model_name
+        model_id = str(samples.ModelId(model_name, sampling.adapter_fingerprint(adapter) if adapter else None))
     else:
         model, tok, model_id = load_generator(model_name, adapter)
     shots = f", {cfg.fewshot}-shot ({cfg.fewshot_style})" if cfg.fewshot else ""

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # light imports only: a bad flag or path is reported in seconds (transformers loads after the checks)
 from mathlite import data, evaluator, models, runs, sampling, select  # noqa: E402
+from mathlite import samples as sample_store  # noqa: E402
 from mathlite.clusters import cluster_answers  # noqa: E402
 
 
@@ -97,12 +98,7 @@ def main(argv):
     if init is not None and not (Path(init) / "adapter_model.safetensors").exists():
         raise runs.UserError(f"{init}: no adapter_model.safetensors (only safetensors adapters are loaded)")
     paths = sampling.output_paths(samples)
-    meta = runs.read_json(paths.meta)
-    base = ((meta.get("model") or {}) if isinstance(meta, dict) else {}).get("name")
-    if not isinstance(base, str):
-        raise runs.UserError(f"{paths.meta}: not a sampling meta file (no model name); "
-                             f"is {samples} the output of recipes/02_sample.py?")
-    base = base.split("+lora:")[0]
+    base = sample_store.load_meta(paths.meta).model.base
     models.resolve_model(base)  # the base model of the samples must still be there
 
     try:

@@ -70,6 +70,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mathlite import data, evaluator, models, report, runs, sampling, trainer  # noqa: E402
+from mathlite import samples as sample_store  # noqa: E402
 
 
 @dataclass
@@ -490,7 +491,7 @@ def main(argv):
         if not meta.get("complete"):
             raise runs.UserError(f"{f}: unfinished; rerun recipes/02_sample.py --run {cfg.run} to complete it")
         # the evaluator learns from the SSFT generator's own samples, and the SSFT row must be that generator
-        if not str(meta.get("model", {}).get("name", "")).endswith(f"+lora:{ssft_fp}"):
+        if sample_store.Meta.from_dict(meta, sampling.output_paths(f).meta).model.adapter_hash != ssft_fp:
             raise runs.UserError(f"{f}: not sampled from {ssft_dir / 'adapter'} (made by "
                                  f"{meta.get('model', {}).get('name')}); rerun recipes/02_sample.py --run {cfg.run}")
     if cfg.force and out.exists():
