@@ -14,10 +14,23 @@ never changes the backend of a notebook that uses pyplot):
     cost_vs_k.png       the paper's Fig. 1: accuracy (left) and evaluator cost (right) of
                         RR.MajK vs K, with Maj1 (K=1) and RR.All (K=all) as the two ends
 
-Several runs side by side (one column per run): `comparison_markdown`,
-`print_comparison`, or from the command line:
+Several runs side by side (one column per run, then mean +- sd across them, e.g. seeds):
+`comparison_markdown`, `print_comparison`, or from the command line:
 
     python -m mathlite.report runs/a/report/results.json runs/b/report/results.json
+
+Paired statistics (`metrics.paired_comparisons`): every method against Maj1@N, SCR against
+RR.All, the trained evaluator against each other scorer; wins / losses / ties per problem, the
+exact sign-test p-value and a seeded paired-bootstrap CI of the difference. `claims_markdown`
+turns them into the "which of the paper's claims held" text: generated, never hand-written.
+
+Everything a report says can be recomputed without a model or any recipe state from the
+report folder's results.json and choices-test.jsonl (per problem: answers, correctness,
+tokens, every scorer's scores, and what each method chose):
+
+    python -m mathlite.report --recompute runs/cpu/report [--out DIR]
+
+It exits 1 unless every number comes out identical.
 
 Every file is written atomically (temporary file in the same folder, then
 os.replace), so a crash never leaves a half-written results file behind.
@@ -33,11 +46,13 @@ import os
 import re
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from mathlite.metrics import Curves, MethodStats
-from mathlite.select import method_label
+from mathlite import metrics
+from mathlite.metrics import Curves, MethodStats, PairedStats
+from mathlite.metrics import full_label as method_label
 
 Stats = Mapping[str, MethodStats]
 
@@ -182,15 +197,147 @@ def evaluator_sentence(q: Mapping[str, Any]) -> str:
             f"(mean over the {q['mixed_problems']} problems with both right and wrong samples; 0.5 = no skill).")
 
 
+def scorer_line(name: str, q: Mapping[str, Any] | None) -> str:
+    """One AUC line per scorer (the trained evaluator or another one, e.g. the generator's confidence)."""
+    if not q:
+        return f"{name}: no scores"
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    return (f"{name}: pooled AUC {f(q.get('auc'))} over {q['solutions']} solutions; within-problem AUC "
+            f"{f(q.get('within_problem_auc'))} ({q['mixed_problems']} problems with right and wrong samples)")
+
+
+PAIRED_HEADER = ["Method", "vs", "Wins", "Losses", "Ties", "Diff (points)", "95% CI (paired bootstrap)", "Sign test p"]
+
+
+def _p(p: float) -> str:
+    return "n/a" if p != p else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+
+
+def paired_rows(paired: Sequence[PairedStats]) -> list[list[str]]:
+    return [[c.label, c.baseline_label, str(c.wins), str(c.losses), str(c.ties), f"{100 * c.diff:+.1f}",
+             f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]", _p(c.p_value)] for c in paired]
+
+
+ALPHA = 0.05
+
+# The paper's claims, as (method, baseline) pairs of metrics.comparison_pairs; {s} is the scorer suffix.
+CLAIMS = (
+    ("rr_all", "maj1", "Re-ranking all N solutions with {who} beats majority voting"),
+    ("w_rr", "maj1", "Weighted re-ranking (W-RR) with {who} beats majority voting"),
+    ("rr_maj{k}", "maj1", "Solution-cluster re-ranking (SCR, K={k}) with {who} beats majority voting"),
+    ("rr_maj{k}", "rr_all", "SCR (K={k}) with {who} is at least as accurate as re-ranking all solutions (RR.All)"),
+)
+
+
+def verdict(c: PairedStats, alpha: float = ALPHA) -> str:
+    """held: significantly better; reversed: significantly worse; else not shown (two-sided sign test)."""
+    if c.p_value < alpha and c.diff > 0:
+        return "held"
+    if c.p_value < alpha and c.diff < 0:
+        return "reversed"
+    return "not shown"
+
+
+def _evidence(c: PairedStats) -> str:
+    return (f"{c.label} vs {c.baseline_label}: {c.wins} wins, {c.losses} losses, {c.ties} ties; "
+            f"{100 * c.diff:+.1f} points, 95% CI [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]; "
+            f"sign test p = {_p(c.p_value)}")
+
+
+def claims_markdown(paired: Sequence[PairedStats], stats: Stats | None = None,
+                    scorers: Mapping[str, Any] | None = None, alpha: float = ALPHA) -> str:
+    """The "which of the paper's claims held" text, generated from the paired tests.
+
+    A claim "held" when its sign test gives p < alpha in its direction, is "reversed" when
+    p < alpha against it, and is "not shown" otherwise (at this number of problems)."""
+    by_pair = {(c.method, c.baseline): c for c in paired}
+    stats = stats or {}
+    lines = []
+    scorer_names = sorted({metrics.split_method(c.method)[1] for c in paired} - {None})
+    for scorer in [None] + scorer_names:
+        who = "the trained evaluator" if scorer is None else f"the {scorer} scorer"
+        tag = (lambda m: m) if scorer is None else (lambda m: metrics.scorer_method(m, scorer))
+        for method, base, text in CLAIMS:
+            ks = sorted({int(metrics.split_method(m)[0][len("rr_maj"):]) for m, _ in by_pair
+                         if metrics.split_method(m)[0].startswith("rr_maj") and metrics.split_method(m)[1] == scorer}) \
+                if "{k}" in method else [None]
+            for k in ks:
+                m = tag(method.format(k=k))
+                b = base if base == "maj1" else tag(base)
+                c = by_pair.get((m, b))
+                if c is None:
+                    continue
+                cost = ""
+                if m in stats and b in stats and base == "rr_all":
+                    cost = f"; scoring cost {100 * stats[m].cost_share:.0f}% vs {100 * stats[b].cost_share:.0f}% of N"
+                lines.append(f"- **{verdict(c, alpha)}**: {text.format(who=who, k=k)}. {_evidence(c)}{cost}.")
+    for scorer in scorer_names:
+        for base in ("rr_all", "w_rr"):
+            c = by_pair.get((base, metrics.scorer_method(base, scorer)))
+            if c is None:
+                continue
+            auc = ""
+            if scorers and scorers.get("evaluator") and scorers.get(scorer):
+                f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+                auc = (f"; within-problem AUC {f(scorers['evaluator'].get('within_problem_auc'))} (evaluator) vs "
+                       f"{f(scorers[scorer].get('within_problem_auc'))} ({scorer})")
+            lines.append(f"- **{verdict(c, alpha)}**: The trained evaluator beats the generator's {scorer} "
+                         f"as a re-ranker ({method_label(base)}). {_evidence(c)}{auc}.")
+    if not lines:
+        return ""
+    return (f"## Which of the paper's claims held here\n\nGenerated from the paired tests above: **held** = "
+            f"better with two-sided sign test p < {alpha}; **reversed** = worse with p < {alpha}; "
+            "**not shown** = no significant difference at this number of problems.\n\n" + "\n".join(lines) + "\n")
+
+
+RULES = """## Rules behind the numbers
+
+- **Correct**: a method is right on a problem when the sample it chose is graded correct (greedy: the
+  greedy solution). Accuracy CIs are Wilson 95% intervals over problems.
+- **Clusters**: answers are grouped by mathematical equivalence; a solution without an answer is in no
+  cluster. Clusters rank by size, ties by the earliest sample (lowest index k) in the cluster.
+- **Maj1@N**: the largest cluster; a tie in size goes to the cluster whose first member was sampled
+  earliest; the answer is that earliest member.
+- **RR.All**: the highest-scored of all N solutions (it may pick one without an answer, which counts as
+  wrong); equal scores go to the lowest sample index; a missing score ranks below every real score.
+- **SCR (RR.MajK)**: the highest-scored solution among the K largest clusters (the K-th place decided by
+  the cluster rule above); equal scores go to the lowest sample index.
+- **W-RR (and W-RR.MajK)**: the cluster with the largest sum of scores (equal sums: the larger, then
+  earlier cluster), then its highest-scored member.
+- **Maj1.TopN'**: majority vote among the N' best-scored solutions; equal scores at the cut go to the
+  lowest sample index, and the vote's ties are broken as in Maj1@N (by sample index, not by score).
+- **Cost**: the share of the N solutions the evaluator must score. RR.All, W-RR and Maj1.TopN' score all
+  N. SCR scores the members of the K largest clusters, and counts **0** when those clusters collapse to
+  one answer (K=1, or all answers agree): with one candidate the evaluator cannot change the outcome,
+  so it is not called.
+- **Other scorers** (e.g. "confidence": the generator's mean token log-probability of the solution) run
+  the same RR.All / SCR / W-RR rules with their scores instead of the trained evaluator's.
+- **Paired tests**: on the same problems, wins = the method right and the baseline wrong, losses the
+  reverse, ties the rest. p is the exact two-sided sign test (McNemar's exact test) on wins vs losses;
+  the CI is a percentile bootstrap of the accuracy difference over problems (resamples seeded, shared
+  by all comparisons).
+"""
+
+
 def results_markdown(stats: Stats, title: str,
                      breakdowns: Mapping[str, Mapping[Any, Stats]] | None = None,
-                     evaluator_test: Mapping[str, Any] | None = None) -> str:
-    """The headline table, then per level/subject accuracy (methods as rows, groups as columns)."""
+                     evaluator_test: Mapping[str, Any] | None = None,
+                     paired: Sequence[PairedStats] | None = None,
+                     scorers: Mapping[str, Any] | None = None) -> str:
+    """The headline table, AUC per scorer, paired tests, the claims, then per level/subject accuracy
+    (methods as rows, groups as columns) and the rules footer."""
     text = f"# {title}\n\n" + markdown_table(HEADER, [_row(s) for s in stats.values()])
     text += ("\nAccuracy: share of problems whose selected answer is correct (Wilson 95% CI). "
              "Eval cost: share of the N samples the evaluator had to score.\n")
     if evaluator_test:
         text += "\n" + evaluator_sentence(evaluator_test) + "\n"
+    if scorers:
+        text += "\n## Scorers on these test samples\n\n" + "".join(
+            f"- {scorer_line(name, q)}\n" for name, q in scorers.items())
+    if paired:
+        text += ("\n## Paired comparisons (same problems)\n\n"
+                 + markdown_table(PAIRED_HEADER, paired_rows(paired)))
+        text += "\n" + claims_markdown(paired, stats, scorers)
     for by, groups in (breakdowns or {}).items():
         header = ["Method"] + [f"{by} {g} (n={next(iter(s.values())).n_problems})" if s else f"{by} {g}"
                                for g, s in groups.items()]
@@ -198,6 +345,8 @@ def results_markdown(stats: Stats, title: str,
         rows = [[method_label(m)] + [_pct(s[m].accuracy) if m in s else "-" for s in groups.values()]
                 for m in methods]
         text += f"\n## Accuracy (%) by {by}\n\n" + markdown_table(header, rows)
+    if paired is not None:
+        text += "\n" + RULES
     return text
 
 
@@ -349,25 +498,47 @@ def plot_cost_vs_k(stats: Stats, path: str | Path, title: str) -> Path:
 # Everything at once
 # ---------------------------------------------------------------------------
 
-def write_report(out_dir: str | Path, stats: Stats, *, curves: Curves | None = None,
-                 breakdowns: Mapping[str, Mapping[Any, Stats]] | None = None,
-                 meta: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """Write results.json/.md/.csv and the figures into out_dir; returns {name: path}."""
-    out_dir = Path(out_dir)
-    title = make_title(meta, stats)
+def results_doc(stats: Stats, *, curves: Curves | None = None,
+                breakdowns: Mapping[str, Mapping[Any, Stats]] | None = None,
+                meta: Mapping[str, Any] | None = None, paired: Sequence[PairedStats] | None = None,
+                scorers: Mapping[str, Any] | None = None) -> dict:
+    """The content of results.json, as it reads back from the file (JSON-safe: NaN is null)."""
     doc = {
         "meta": dict(meta or {}),
         "methods": {m: s.to_dict() for m, s in stats.items()},
         "breakdowns": {by: {str(g): {m: s.to_dict() for m, s in table.items()} for g, table in groups.items()}
                        for by, groups in (breakdowns or {}).items()},
         "curves": curves.to_dict() if curves is not None else None,
+        "paired": None if paired is None else [c.to_dict() for c in paired],
+        "scorers": None if scorers is None else dict(scorers),
     }
+    return json.loads(json.dumps(_json_safe(doc), default=str))
+
+
+def write_report(out_dir: str | Path, stats: Stats, *, curves: Curves | None = None,
+                 breakdowns: Mapping[str, Mapping[Any, Stats]] | None = None,
+                 meta: Mapping[str, Any] | None = None, paired: Sequence[PairedStats] | None = None,
+                 scorers: Mapping[str, Any] | None = None,
+                 choices: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Path]:
+    """Write results.json/.md/.csv, the figures and (given `choices`) choices-test.jsonl into out_dir;
+    returns {name: path}."""
+    out_dir = Path(out_dir)
+    title = make_title(meta, stats)
+    meta = dict(meta or {})
+    if choices is not None:
+        meta["choices"] = CHOICES_FILE
+    doc = results_doc(stats, curves=curves, breakdowns=breakdowns, meta=meta, paired=paired, scorers=scorers)
     paths = {
-        "json": _write_text(out_dir / "results.json", json.dumps(_json_safe(doc), indent=2, default=str) + "\n"),
-        "md": _write_text(out_dir / "results.md", results_markdown(stats, title, breakdowns,
-                                                                         (meta or {}).get("evaluator_test"))),
+        "json": _write_text(out_dir / "results.json", json.dumps(doc, indent=2) + "\n"),
+        "md": _write_text(out_dir / "results.md", results_markdown(stats, title, breakdowns, meta.get("evaluator_test"),
+                                                                   paired, scorers)),
         "csv": _write_text(out_dir / "results.csv", results_csv(stats, breakdowns)),
     }
+    if choices is not None:
+        from mathlite import samples
+
+        samples.save_choices(out_dir / CHOICES_FILE, choices)
+        paths["choices"] = out_dir / CHOICES_FILE
     if curves is not None:
         paths["accuracy_vs_n"] = plot_accuracy_vs_n(curves, out_dir / "accuracy_vs_n.png", title)
     if any(_k_of(m, "rr_maj") is not None for m in stats):
@@ -375,13 +546,196 @@ def write_report(out_dir: str | Path, stats: Stats, *, curves: Curves | None = N
     return paths
 
 
+# ---------------------------------------------------------------------------
+# The whole computation, from per-problem rows, and back from the files
+# ---------------------------------------------------------------------------
+
+CHOICES_FILE = "choices-test.jsonl"
+PRIMARY = "evaluator"  # the trained evaluator's scores: the unsuffixed RR.All / SCR / W-RR methods
+
+
+@dataclass
+class Computed:
+    """Everything a report shows, computed from per-problem rows (metrics' input format)."""
+
+    stats: dict
+    breakdowns: dict
+    curves: Curves | None
+    paired: list
+    scorers: dict
+    chosen: list
+    settings: dict
+
+
+def compute(rows: Sequence[dict], *, K_values: Sequence[int], topn_values: Sequence[int], n_draws: int = 32,
+            seed: int = 0, n_boot: int = 2000) -> Computed:
+    """Table, breakdowns, curves, per-problem choices, paired tests and AUC per scorer of a run."""
+    K, topn = tuple(int(k) for k in K_values), tuple(int(t) for t in topn_values)
+    prepared = metrics.prepare(rows)
+    stats = metrics.summarize(prepared, K_values=K, topn_values=topn)
+    breakdowns = {by: metrics.breakdown(prepared, by=by, K_values=K, topn_values=topn) for by in ("level", "subject")}
+    curves = metrics.accuracy_curves(prepared, n_draws=n_draws, seed=seed, K_values=K, topn_values=topn)
+    chosen = metrics.choices(prepared, K, topn)
+    paired = metrics.paired_comparisons(prepared, K, topn, n_boot=n_boot, seed=seed, chosen=chosen)
+    scorers = {}
+    if any(s.get("score") is not None for r in rows for s in r["samples"]):
+        scorers[PRIMARY] = metrics.scorer_quality(rows)
+    for name in metrics.scorer_names(prepared):
+        scorers[name] = metrics.scorer_quality(rows, name)
+    settings = {"K_values": list(K), "topn_values": list(topn), "n_draws": n_draws, "seed": seed, "n_boot": n_boot}
+    return Computed(stats, breakdowns, curves, paired, scorers, chosen, settings)
+
+
+def choice_records(rows: Sequence[dict], chosen: Sequence[dict]) -> list[dict]:
+    """The choices file's records: per problem its samples (k, answer, correct, tokens, score per scorer),
+    the greedy solution's grade, and which sample (k) each method chose and whether that was right."""
+    has_primary = any(s.get("score") is not None for r in rows for s in r["samples"])
+    out = []
+    for row, c in zip(rows, chosen, strict=True):
+        if row["id"] != c["id"]:
+            raise ValueError(f"choice_records: rows and choices disagree ({row['id']} vs {c['id']})")
+        greedy = row.get("greedy")
+        out.append({
+            "id": row["id"], "level": row.get("level"), "subject": row.get("subject"),
+            "greedy_correct": None if greedy is None else bool(greedy["correct"]),
+            "samples": [{"k": s.get("k", i), "answer": s["answer"], "correct": bool(s["correct"]),
+                         "tokens": int(s.get("tokens") or 0),
+                         "scores": {**({PRIMARY: s.get("score")} if has_primary else {}), **(s.get("scores") or {})}}
+                        for i, s in enumerate(row["samples"])],
+            "chosen": c["chosen"], "correct": c["correct"],
+        })
+    return out
+
+
+def rows_from_choices(records: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Inverse of choice_records: metrics' input rows (the trained evaluator's score as "score")."""
+    rows = []
+    for r in records:
+        rows.append({
+            "id": r["id"], "level": r.get("level"), "subject": r.get("subject"),
+            "greedy": None if r.get("greedy_correct") is None else {"correct": r["greedy_correct"]},
+            "samples": [{"k": s["k"], "answer": s.get("answer"), "correct": s["correct"], "tokens": s.get("tokens", 0),
+                         "score": (s.get("scores") or {}).get(PRIMARY),
+                         "scores": {n: v for n, v in (s.get("scores") or {}).items() if n != PRIMARY}}
+                        for s in r["samples"]],
+        })
+    return rows
+
+
+COMPARED = ("methods", "breakdowns", "curves", "paired", "scorers")
+
+
+def recompute(folder: str | Path, out: str | Path | None = None) -> tuple[Computed, list[str]]:
+    """Recompute a report folder's numbers from its results.json settings and its choices file alone
+    (no model, no samples texts, no recipe state). Returns (the computation, what differs from the
+    stored results: [] when every number is identical). With `out`, writes the recomputed report there."""
+    from mathlite import samples
+
+    folder = Path(folder)
+    results = folder / "results.json"
+    load_results(results)  # one-line errors for a missing or foreign file
+    stored = json.loads(results.read_text())
+    meta = stored.get("meta") or {}
+    settings = meta.get("settings")
+    if not isinstance(settings, dict) or "choices" not in meta:
+        raise ResultsError(f"{results}: no settings or choices file recorded (written by an older recipe 04; rerun it)")
+    records = samples.load_choices(folder / meta["choices"])
+    rows = rows_from_choices(records)
+    try:
+        comp = compute(rows, K_values=settings["K_values"], topn_values=settings["topn_values"],
+                       n_draws=settings["n_draws"], seed=settings["seed"], n_boot=settings["n_boot"])
+    except KeyError as e:
+        raise ResultsError(f"{results}: settings lack {e}") from None
+    doc = results_doc(comp.stats, curves=comp.curves, breakdowns=comp.breakdowns, meta=meta, paired=comp.paired,
+                      scorers=comp.scorers)
+    diffs = [key for key in COMPARED if doc.get(key) != stored.get(key)]
+    bad = [r["id"] for r, c in zip(records, comp.chosen) if r.get("chosen") != c["chosen"] or r.get("correct") != c["correct"]]
+    if bad:
+        diffs.append(f"choices of {len(bad)} problems (e.g. {bad[0]})")
+    if out is not None:
+        write_report(out, comp.stats, curves=comp.curves, breakdowns=comp.breakdowns, meta=meta, paired=comp.paired,
+                     scorers=comp.scorers, choices=choice_records(rows, comp.chosen))
+    return comp, diffs
+
+
+# ---------------------------------------------------------------------------
+# Several runs (seeds): mean +- sd
+# ---------------------------------------------------------------------------
+
+def across_runs_rows(runs: Mapping[str, Stats], paired: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
+                     ) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: per method, accuracy mean +- sd across runs (e.g. seeds), and the mean +- sd of
+    its paired difference to Maj1@N with how many runs found it significant either way."""
+    methods: list[str] = []
+    for stats in runs.values():
+        methods += [m for m in stats if m not in methods]
+    header = ["Method", "Runs", "Accuracy (%) mean +- sd", "vs Maj1@N (points) mean +- sd", "p < 0.05 (better / worse)"]
+    rows = []
+    for m in methods:
+        accs = [100 * s[m].accuracy for s in runs.values() if m in s and s[m].accuracy == s[m].accuracy]
+        mean, sd = metrics.mean_sd(accs)
+        diffs, better, worse = [], 0, 0
+        for pairs in (paired or {}).values():
+            for c in pairs or []:
+                if c["method"] == m and c["baseline"] == "maj1":
+                    diffs.append(100 * c["diff"])
+                    better += c["p_value"] < ALPHA and c["diff"] > 0
+                    worse += c["p_value"] < ALPHA and c["diff"] < 0
+        dm, dsd = metrics.mean_sd(diffs)
+        rows.append([method_label(m), str(len(accs)), f"{mean:.1f} +- {sd:.1f}",
+                     f"{dm:+.1f} +- {dsd:.1f}" if diffs else "-", f"{better} / {worse}" if diffs else "-"])
+    return header, rows
+
+
+def print_across_runs(runs: Mapping[str, Stats], paired: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                      console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    header, rows = across_runs_rows(runs, paired)
+    table = Table(title=f"Across {len(runs)} runs (e.g. seeds): mean +- sd")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+USAGE = """usage: python -m mathlite.report RESULTS.json [MORE.json ...]   one table, or runs side by side + mean +- sd
+       python -m mathlite.report --recompute REPORT_DIR [--out DIR]   recompute every number from the folder's
+                                                                       results.json + choices-test.jsonl alone"""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Print one results.json as a table, or several side by side."""
+    """Print one results.json as a table, or several side by side (with mean +- sd across them);
+    or recompute a report folder from its files."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m mathlite.report RESULTS.json [MORE.json ...]")
+        print(USAGE)
         return
-    runs = {}
+    if argv[0] == "--recompute":
+        if len(argv) not in (2, 4) or (len(argv) == 4 and argv[2] != "--out"):
+            print(USAGE, file=sys.stderr)
+            raise SystemExit(2)
+        from mathlite.runs import UserError
+
+        try:
+            comp, diffs = recompute(argv[1], argv[3] if len(argv) == 4 else None)
+        except (ResultsError, UserError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        meta, _ = load_results(Path(argv[1]) / "results.json")
+        print_table(comp.stats, title=make_title(meta, comp.stats))
+        n = len(comp.chosen)
+        if diffs:
+            print(f"recomputed from {argv[1]} ({n} problems): DIFFERS from results.json in: {', '.join(diffs)}",
+                  file=sys.stderr)
+            raise SystemExit(1)
+        print(f"recomputed from {argv[1]} ({n} problems): every number identical to results.json "
+              f"({', '.join(COMPARED)}, and each method's choice per problem)")
+        return
+    runs, paired = {}, {}
     for path in argv:
         try:
             meta, stats = load_results(path)
@@ -389,12 +743,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
         # The folder names the run (runs/<name>/report/results.json -> "runs/<name>/report").
-        runs[str(meta.get("name") or Path(path).parent)] = (meta, stats)
+        name = str(meta.get("name") or Path(path).parent)
+        if name in runs:
+            name = str(Path(path).parent)
+        runs[name] = (meta, stats)
+        paired[name] = json.loads(Path(path).read_text()).get("paired") or []
     if len(runs) == 1:
         (meta, stats), = runs.values()
         print_table(stats, title=make_title(meta, stats))
     else:
         print_comparison({name: stats for name, (_, stats) in runs.items()})
+        print_across_runs({name: stats for name, (_, stats) in runs.items()}, paired)
 
 
 if __name__ == "__main__":
