@@ -9,10 +9,11 @@ recipes/04_rerank.py).
 
 Two sources:
 
-  --report DIR   a real run: DIR/results.json written by recipes/04_rerank.py. When the
-                 samples file named in its meta and DIR/scores-test.json (the evaluator's
-                 score cache) are both there, the table is recomputed from the samples and
-                 scores for K = 1..5; otherwise the stored per-method numbers are shown.
+  --report DIR   a real run: DIR/results.json written by recipes/04_rerank.py. When
+                 DIR/choices-test.jsonl is there (or the samples file named in its meta and
+                 DIR/scores-test.json, the evaluator's scores), the table is recomputed from
+                 the samples and scores for K = 1..5; otherwise the stored per-method numbers
+                 are shown.
   (default)      SIMULATED problems, stated as such in the output and the JSON: --problems
                  problems (500) x --n samples (64). Each problem has 1 + Poisson(4) distinct
                  candidate answers with probabilities drawn from a Dirichlet; the right
@@ -102,24 +103,28 @@ def from_report(report_dir: Path) -> tuple[dict, dict]:
     if not isinstance(doc, dict) or not isinstance(doc.get("methods"), dict):
         raise runs.UserError(f"{results}: not a results.json of recipes/04_rerank.py (no 'methods')")
     meta = doc.get("meta") or {}
-    samples = Path(meta["samples"]) if meta.get("samples") else None
+    samples_path = Path(meta["samples"]) if meta.get("samples") else None
     scores_file = results.parent / "scores-test.json"
-    if samples is not None and samples.exists() and scores_file.exists():
-        from mathlite import sampling
+    choices_file = results.parent / str(meta.get("choices") or "choices-test.jsonl")
+    rows = source = None
+    if choices_file.exists():  # per problem: answers, grades, tokens and the evaluator's scores
+        from mathlite import report, samples
 
-        cached = json.loads(scores_file.read_text())
-        scores = cached.get("scores", {}) if isinstance(cached, dict) else {}
-        records = sampling.read_samples(sampling.output_paths(samples).samples)
-        rows = sampling.metric_records(samples)
-        for row in rows:
-            ks = [s["k"] for s in records[row["id"]]["samples"]]
-            for s, k in zip(row["samples"], ks):
-                s["score"] = scores.get(f"{row['id']}\t{k}")
+        rows = [{**r, "samples": [{**s, "scores": {}} for s in r["samples"]]}  # the evaluator's scores only
+                for r in report.rows_from_choices(samples.load_choices(choices_file))]
+        source = {"choices": str(choices_file)}
+    elif samples_path is not None and samples_path.exists() and scores_file.exists():
+        from mathlite import samples
+
+        scores = samples.load_scores(scores_file)
+        rows = samples.load(samples_path).metric_rows({scores.scorer: scores}, primary=scores.scorer)
+        source = {"samples": str(samples_path), "scores": str(scores_file)}
+    if rows is not None:
         stats = metrics.summarize(rows, K_values=K_VALUES, topn_values=())
         return ({m: s.to_dict() for m, s in stats.items()},
-                {"kind": "report, recomputed from samples and scores", "results": str(results),
-                 "samples": str(samples), "scores": str(scores_file), "n_problems": len(rows),
-                 "N": max((len(r["samples"]) for r in rows), default=0), "model": meta.get("model")})
+                {"kind": "report, recomputed from samples and scores", "results": str(results), **source,
+                 "n_problems": len(rows), "N": max((len(r["samples"]) for r in rows), default=0),
+                 "model": meta.get("model")})
     return (doc["methods"], {"kind": "report, stored per-method numbers", "results": str(results),
                              "n_problems": meta.get("n_problems"), "N": meta.get("N"), "model": meta.get("model")})
 

@@ -310,8 +310,9 @@ RULES = """## Rules behind the numbers
   N. SCR scores the members of the K largest clusters, and counts **0** when those clusters collapse to
   one answer (K=1, or all answers agree): with one candidate the evaluator cannot change the outcome,
   so it is not called.
-- **Other scorers** (e.g. "confidence": the generator's mean token log-probability of the solution) run
-  the same RR.All / SCR / W-RR rules with their scores instead of the trained evaluator's.
+- **Other scorers** run the same RR.All / SCR / W-RR rules with their scores instead of the trained
+  evaluator's. "confidence" is the generator's own geometric-mean token probability of the solution,
+  exp(mean token log-probability): free, no training.
 - **Paired tests**: on the same problems, wins = the method right and the baseline wrong, losses the
   reverse, ties the rest. p is the exact two-sided sign test (McNemar's exact test) on wins vs losses;
   the CI is a percentile bootstrap of the accuracy difference over problems (resamples seeded, shared

@@ -4,9 +4,9 @@ Scores every test sample with the evaluator once (cached), then compares every s
 the paper (Tables 3/7, Fig. 1): Pass@1 (greedy), Maj1@N, RR.All, SCR = RR.MajK, W.RR, W.RR.MajK,
 Maj1.TopN', the oracles MajK@N and Pass@N, with 95% intervals, accuracy-vs-N curves, breakdowns by
 level and subject, and the evaluator cost of each method (share of the N samples it must score).
-The free baseline runs next to the trained evaluator: "confidence", the generator's mean token
-log-probability of each sample (`logprob_mean` in the samples file; the column is skipped, with a
-note, for samples made without it). Paired tests (wins/losses/ties, sign test, bootstrap CI) of every
+The free baseline runs next to the trained evaluator: "confidence", the generator's own probability
+of each sample, exp(mean token log-probability) (`logprob_mean` in the samples file; the columns are
+skipped, with a note, for samples made without it). Paired tests (wins/losses/ties, sign test, bootstrap CI) of every
 method against Maj1@N and of SCR against RR.All give the generated "which claims held" text.
 
     python recipes/04_rerank.py                    # runs/<preset>/samples + runs/<preset>/evaluator
@@ -22,7 +22,7 @@ Time: seconds for the metrics; scoring costs one evaluator pass over the N x pro
 
 from __future__ import annotations
 
-import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +89,12 @@ def evaluator_scores(store: samples.SampleSet, evaluator_dir: Path, cache: Path,
 
 
 def confidence_scores(store: samples.SampleSet) -> samples.ScoreSet | None:
-    """The generator's mean token log-probability of each sample, when the samples file has it."""
+    """The generator's confidence in each sample (from its mean token log-probability), when recorded."""
     every = store.all_samples()
-    conf = samples.ScoreSet.from_samples("confidence", every, lambda s: s.logprob_mean)
+    # exp(mean token log-prob): the geometric-mean token probability, in (0, 1] like the evaluator's scores,
+    # so W-RR's sums of scores mean the same; re-ranking and AUC only see its order (that of logprob_mean)
+    conf = samples.ScoreSet.from_samples("confidence", every,
+                                         lambda s: None if s.logprob_mean is None else math.exp(s.logprob_mean))
     if not conf.scores:
         print("[04] confidence baseline skipped: these samples carry no logprob_mean "
               "(sampled before it was recorded; rerun recipes/02_sample.py into a new folder to get it)")

@@ -280,3 +280,95 @@ def test_evaluator_quality_pooled_and_within_problem():
     assert metrics.evaluator_quality([{"id": "x", "samples": [{"correct": True}]}]) is None
     one_class = metrics.evaluator_quality([{"id": "x", "samples": [{"correct": True, "score": 0.3}]}])
     assert one_class["auc"] is None and one_class["within_problem_auc"] is None
+
+
+# ---------------------------------------------------------------------------
+# Other scorers (the generator's confidence), per-problem choices, paired tests
+# ---------------------------------------------------------------------------
+
+def scored_run():
+    """Three problems with an evaluator score and a confidence score per sample (k = 10, 11, 12)."""
+    spec = [  # answers, correct, evaluator, confidence
+        (["1", "2", "2"], [True, False, False], [0.1, 0.9, 0.2], [0.9, 0.6, 0.5]),
+        (["3", "3", None], [True, True, False], [0.2, 0.1, 0.8], [0.7, 0.8, 0.1]),
+        (["5", "6", "7"], [False, False, True], [0.3, 0.2, 0.9], [0.8, 0.3, 0.4]),
+    ]
+    return [{"id": f"p{j}", "level": 1, "subject": "s", "greedy": None,
+             "samples": [{"k": 10 + i, "answer": a, "correct": c, "score": e, "scores": {"confidence": f}, "tokens": 10}
+                         for i, (a, c, e, f) in enumerate(zip(*row))]}
+            for j, row in enumerate(spec)]
+
+
+def test_confidence_scorer_columns():
+    stats = summarize(prepare(scored_run(), exact_clusters), K_values=(1, 2), topn_values=())
+    acc = {m: s.n_correct for m, s in stats.items()}
+    assert acc["maj1"] == 1 and acc["rr_all"] == 1
+    assert acc["rr_all:confidence"] == 2 and acc["rr_maj2:confidence"] == 2 and acc["w_rr:confidence"] == 1
+    assert stats["rr_all:confidence"].label == "RR.All (confidence)"
+    # SCR by confidence: all 3 scored on p0, none on p1 (one cluster), the top-2 clusters' 2 on p2
+    assert stats["rr_maj2:confidence"].cost_share == pytest.approx((1 + 0 + 2 / 3) / 3)
+    # the scorer's methods sit before the oracles
+    names = list(stats)
+    assert names.index("w_rr:confidence") < names.index("maj2_oracle")
+
+
+def test_choices_name_the_chosen_sample_k():
+    ch = metrics.choices(prepare(scored_run(), exact_clusters), K_values=(1, 2), topn_values=())
+    assert ch[0]["chosen"]["maj1"] == 11 and ch[0]["chosen"]["rr_all"] == 11 and ch[0]["chosen"]["rr_all:confidence"] == 10
+    assert ch[1]["chosen"]["rr_all"] == 12 and ch[1]["correct"]["rr_all"] is False  # the no-answer sample
+    assert ch[2]["chosen"]["maj1"] == 10  # 1-1-1 tie: the earliest sample
+    assert [c["correct"]["rr_all:confidence"] for c in ch] == [True, True, False]
+
+
+def test_scorer_quality_per_scorer():
+    q = metrics.scorer_quality(scored_run(), "confidence")
+    assert q["auc"] == pytest.approx(15.5 / 20) and q["within_problem_auc"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert q["mixed_problems"] == 3 and q["solutions"] == 9
+    assert metrics.scorer_quality(scored_run())["auc"] == metrics.evaluator_quality(scored_run())["auc"]
+
+
+@pytest.mark.parametrize("wins, losses, p", [
+    (0, 0, 1.0), (5, 5, 1.0), (3, 0, 0.25), (0, 6, 0.03125), (1, 15, 34 / 65536), (2, 10, 158 / 4096), (7, 2, 0.1796875),
+])
+def test_sign_test_exact(wins, losses, p):
+    assert metrics.sign_test(wins, losses) == pytest.approx(p, rel=1e-12)
+    assert metrics.sign_test(losses, wins) == metrics.sign_test(wins, losses)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    if wins + losses:
+        assert metrics.sign_test(wins, losses) == pytest.approx(scipy_stats.binomtest(wins, wins + losses).pvalue)
+
+
+def test_paired_wins_losses_ties_and_bootstrap():
+    a = [True, True, False, False, True, True, True, False]
+    b = [False, True, True, False, False, False, True, False]
+    counts = metrics._resample_counts(len(a), 1000, np.random.default_rng(3))
+    w, l, t, d, lo, hi, p = metrics.paired(a, b, counts)
+    assert (w, l, t) == (3, 1, 4) and d == pytest.approx(2 / 8) and p == pytest.approx(0.625)
+    # the same seed gives the same interval; the interval is one of the resampled means (k / 8)
+    again = metrics.paired(a, b, metrics._resample_counts(len(a), 1000, np.random.default_rng(3)))
+    assert again == (w, l, t, d, lo, hi, p)
+    assert (8 * lo) == pytest.approx(round(8 * lo)) and lo <= d <= hi
+    # no discordant pair: zero-width interval at 0; all wins: at 1
+    assert metrics.paired([True, False], [True, False], counts[:, :2] * 0 + 1)[3:6] == (0.0, 0.0, 0.0)
+    assert metrics.paired([True] * 3, [False] * 3, metrics._resample_counts(3, 50, np.random.default_rng(0)))[3:6] == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError):
+        metrics.paired([True], [True, False], counts)
+
+
+def test_paired_comparisons_pairs_and_values():
+    pc = metrics.paired_comparisons(scored_run(), K_values=(1, 2), topn_values=(), n_boot=500, seed=0)
+    pairs = [(c.method, c.baseline) for c in pc]
+    assert ("rr_all", "maj1") in pairs and ("rr_maj2", "rr_all") in pairs and ("rr_all", "rr_all:confidence") in pairs
+    assert ("rr_maj2:confidence", "rr_all:confidence") in pairs and ("w_rr", "w_rr:confidence") in pairs
+    assert ("rr_maj1", "maj1") not in pairs and ("w_rr_maj1", "maj1") not in pairs  # identical to Maj1 by construction
+    by = {(c.method, c.baseline): c for c in pc}
+    c = by[("rr_all:confidence", "maj1")]
+    assert (c.wins, c.losses, c.ties, c.p_value) == (1, 0, 2, 1.0) and c.diff == pytest.approx(1 / 3)
+    c = by[("rr_all", "rr_all:confidence")]
+    assert (c.wins, c.losses, c.ties) == (1, 2, 0) and c.diff == pytest.approx(-1 / 3)
+    assert pc == metrics.paired_comparisons(scored_run(), K_values=(1, 2), topn_values=(), n_boot=500, seed=0)
+
+
+def test_mean_sd():
+    assert metrics.mean_sd([30.0, 35.0, 40.0]) == (35.0, 5.0)
+    assert metrics.mean_sd([2.0]) == (2.0, 0.0)

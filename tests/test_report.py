@@ -153,3 +153,160 @@ def test_load_results_bad_files_are_one_line_errors(tmp_path, capsys, content, w
     with pytest.raises(SystemExit) as exit_:
         report.main([str(path)])
     assert exit_.value.code == 2 and str(path) in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# Paired tests, generated claims, the choices file and --recompute
+# ---------------------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from mathlite import metrics, samples  # noqa: E402
+from mathlite.metrics import PairedStats  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pair(method, baseline, wins, losses, ties):
+    n = wins + losses + ties
+    return PairedStats(method, baseline, metrics.full_label(method), metrics.full_label(baseline), wins, losses, ties, n,
+                       (wins - losses) / n, -0.1, 0.1, metrics.sign_test(wins, losses))
+
+
+def test_verdicts_and_generated_claims():
+    paired = [pair("rr_all", "maj1", 1, 15, 44), pair("rr_maj2", "maj1", 8, 0, 52), pair("rr_maj2", "rr_all", 3, 2, 55),
+              pair("rr_all:confidence", "maj1", 6, 0, 54), pair("rr_all", "rr_all:confidence", 1, 16, 43)]
+    assert [report.verdict(c) for c in paired] == ["reversed", "held", "not shown", "held", "reversed"]
+    text = report.claims_markdown(paired, scorers={"evaluator": {"within_problem_auc": 0.517},
+                                                   "confidence": {"within_problem_auc": 0.78}})
+    lines = [x for x in text.splitlines() if x.startswith("- ")]
+    assert lines == [
+        "- **reversed**: Re-ranking all N solutions with the trained evaluator beats majority voting. RR.All vs Maj1@N: "
+        "1 wins, 15 losses, 44 ties; -23.3 points, 95% CI [-10.0, +10.0]; sign test p = 5.2e-04.",
+        "- **held**: Solution-cluster re-ranking (SCR, K=2) with the trained evaluator beats majority voting. "
+        "RR.Maj2 vs Maj1@N: 8 wins, 0 losses, 52 ties; +13.3 points, 95% CI [-10.0, +10.0]; sign test p = 0.008.",
+        "- **not shown**: SCR (K=2) with the trained evaluator is at least as accurate as re-ranking all solutions "
+        "(RR.All). RR.Maj2 vs RR.All: 3 wins, 2 losses, 55 ties; +1.7 points, 95% CI [-10.0, +10.0]; sign test p = 1.000.",
+        "- **held**: Re-ranking all N solutions with the confidence scorer beats majority voting. "
+        "RR.All (confidence) vs Maj1@N: 6 wins, 0 losses, 54 ties; +10.0 points, 95% CI [-10.0, +10.0]; sign test p = 0.031.",
+        "- **reversed**: The trained evaluator beats the generator's confidence as a re-ranker (RR.All). "
+        "RR.All vs RR.All (confidence): 1 wins, 16 losses, 43 ties; -25.0 points, 95% CI [-10.0, +10.0]; "
+        "sign test p = 2.7e-04; within-problem AUC 0.517 (evaluator) vs 0.780 (confidence).",
+    ]
+    assert "p < 0.05" in text and report.claims_markdown([]) == ""
+
+
+def _recipe04():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("recipe04_under_test", REPO / "recipes" / "04_rerank.py")
+    mod = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look the module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def write_samples_output(folder, logprobs=True, n_problems=10, n=5):
+    """A graded sampling output (problems, samples, meta) made without a model: answers and log-probs
+    follow a fixed pattern, right answers get the higher log-prob more often than not."""
+    from mathlite.data import Problem
+
+    paths = samples.output_paths(folder / "samples-test.jsonl")
+    folder.mkdir(parents=True, exist_ok=True)
+    problems = [Problem(id=f"t/{i}", question=f"What is {i} + 1?", solution=f"$\\boxed{{{i + 1}}}$", answer=str(i + 1),
+                        level=1 + i % 2, subject="add", source="synthetic") for i in range(n_problems)]
+    samples.sync_problems(paths.problems, problems)
+    recs = []
+    for i, p in enumerate(problems):
+        for k in range(-1, n):
+            a = [p.answer, str(i + 2), p.answer, None, str(i + 2)][(i + k) % 5]
+            extra = {"logprob_sum": -10.0 - (i * 7 + k) % 4, "logprob_mean": -0.2 - 0.1 * ((i * 3 + k) % 4) - 0.15 * (a != p.answer)} if logprobs else {}
+            recs.append({"id": p.id, "k": k, "text": f"so {a}", "answer": a, "correct": a == p.answer,
+                         "tokens": 5 + k, "finish": "eos", **extra})
+    with open(paths.samples, "ab") as fh:
+        samples.append_samples(fh, recs)
+    samples.save_meta(paths.meta, {"model": {"name": "toy+lora:abc"}, "config": {"n": n}, "config_hash": "h", "complete": True})
+    return paths.samples
+
+
+def _recompute(folder, *extra):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mathlite.report", "--recompute", str(folder), *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_recipe04_confidence_column_choices_and_recompute(tmp_path, capsys):
+    path = write_samples_output(tmp_path / "s")
+    out = tmp_path / "report"
+    _recipe04().main(["--preset", "smoke", "--samples", str(path), "--evaluator", "none", "--out", str(out),
+                      "--run", str(tmp_path), "--K_values", "1,2,3"])
+    doc = json.loads((out / "results.json").read_text())
+    assert {"rr_all:confidence", "rr_maj2:confidence", "w_rr:confidence"} <= set(doc["methods"])
+    assert "rr_all" not in doc["methods"]  # no trained evaluator here
+    assert set(doc["scorers"]) == {"confidence"} and doc["meta"]["choices"] == "choices-test.jsonl"
+    pairs = {(c["method"], c["baseline"]) for c in doc["paired"]}
+    assert ("rr_all:confidence", "maj1") in pairs and ("rr_maj2:confidence", "rr_all:confidence") in pairs
+    md = (out / "results.md").read_text()
+    assert "## Which of the paper's claims held here" in md and "counts **0** when those clusters collapse" in md
+    assert "| RR.All (confidence) | Maj1@N |" in md
+    choices = samples.load_choices(out / "choices-test.jsonl")
+    assert len(choices) == 10 and all(set(s["scores"]) == {"confidence"} for c in choices for s in c["samples"])
+    # the chosen sample of RR.All (confidence) is the one with the highest logprob_mean (ties: lowest k)
+    store = samples.load(path)
+    for c in choices:
+        best = max(store.group(c["id"]).samples, key=lambda s: (s.logprob_mean, -s.k))
+        assert c["chosen"]["rr_all:confidence"] == best.k
+        assert c["correct"]["rr_all:confidence"] == best.correct
+
+    # the two files alone, in another folder, recompute to the same numbers
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("results.json", "choices-test.jsonl"):
+        (alone / name).write_bytes((out / name).read_bytes())
+    proc = _recompute(alone, "--out", str(tmp_path / "again"))
+    assert proc.returncode == 0, proc.stderr
+    assert "every number identical" in proc.stdout
+    assert (tmp_path / "again" / "results.json").read_bytes() == (out / "results.json").read_bytes()
+    assert (tmp_path / "again" / "choices-test.jsonl").read_bytes() == (out / "choices-test.jsonl").read_bytes()
+
+    # a changed score is caught
+    lines = (alone / "choices-test.jsonl").read_text().splitlines()
+    row = json.loads(lines[0])
+    for s in row["samples"]:
+        s["scores"]["confidence"] = 1.0 - s["scores"]["confidence"]
+    (alone / "choices-test.jsonl").write_text("\n".join([json.dumps(row)] + lines[1:]) + "\n")
+    proc = _recompute(alone)
+    assert proc.returncode == 1 and "DIFFERS from results.json in: methods" in proc.stderr
+
+
+def test_recipe04_without_logprobs_skips_the_confidence_column(tmp_path, capsys):
+    path = write_samples_output(tmp_path / "s", logprobs=False)
+    out = tmp_path / "report"
+    _recipe04().main(["--preset", "smoke", "--samples", str(path), "--evaluator", "none", "--out", str(out),
+                      "--run", str(tmp_path)])
+    assert "confidence baseline skipped: these samples carry no logprob_mean" in capsys.readouterr().out
+    doc = json.loads((out / "results.json").read_text())
+    assert not any(":" in m for m in doc["methods"]) and doc["scorers"] == {}
+
+
+def test_recompute_errors_are_one_line(tmp_path, results):
+    stats, curves, breakdowns, meta = results
+    report.write_report(tmp_path, stats, meta=meta)  # an older report: no settings, no choices file
+    proc = _recompute(tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "no settings or choices file recorded" in proc.stderr
+
+
+def test_across_runs_mean_and_sd(results):
+    stats = results[0]
+    import dataclasses
+
+    other = {m: dataclasses.replace(s, accuracy=s.accuracy + 0.1) for m, s in stats.items()}
+    paired = {"a": [{"method": "rr_all", "baseline": "maj1", "diff": 0.1, "p_value": 0.01}],
+              "b": [{"method": "rr_all", "baseline": "maj1", "diff": 0.3, "p_value": 0.5}]}
+    header, rows = report.across_runs_rows({"a": stats, "b": other}, paired)
+    row = next(r for r in rows if r[0] == "RR.All")
+    m = 100 * stats["rr_all"].accuracy
+    assert row == ["RR.All", "2", f"{m + 5:.1f} +- {7.0710678:.1f}", "+20.0 +- 14.1", "1 / 0"]
