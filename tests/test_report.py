@@ -310,3 +310,15 @@ def test_across_runs_mean_and_sd(results):
     row = next(r for r in rows if r[0] == "RR.All")
     m = 100 * stats["rr_all"].accuracy
     assert row == ["RR.All", "2", f"{m + 5:.1f} +- {7.0710678:.1f}", "+20.0 +- 14.1", "1 / 0"]
+
+
+def test_committed_smoke_report_recomputes_to_the_committed_numbers(tmp_path):
+    """bench/results/smoke_report: results.json + choices-test.jsonl of a smoke-preset run
+    (`python recipes/run_all.py --preset smoke`); the one command rebuilds the same file, byte for byte."""
+    committed = REPO / "bench" / "results" / "smoke_report"
+    proc = _recompute(committed, "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "results.json").read_bytes() == (committed / "results.json").read_bytes()
+    doc = json.loads((committed / "results.json").read_text())
+    assert doc["meta"]["n_problems"] == len(samples.load_choices(committed / "choices-test.jsonl"))
+    assert doc["paired"] and "evaluator" in doc["scorers"]
