@@ -59,6 +59,16 @@ def test_evaluator_and_report_files(smoke_run):
     assert res["methods"]["rr_all"]["cost_share"] == 1.0 and res["methods"]["maj1"]["cost_share"] == 0.0
 
 
+def test_report_recomputes_from_its_own_files(smoke_run):
+    """04's choices file + results.json alone give the same numbers, with no model and no other file."""
+    report = smoke_run / "report"
+    choices = [json.loads(line) for line in (report / "choices-test.jsonl").read_text().splitlines()]
+    assert len(choices) == 4 and all(len(c["samples"]) == 2 and "evaluator" in c["samples"][0]["scores"] for c in choices)
+    proc = subprocess.run([sys.executable, "-m", "mathlite.report", "--recompute", str(report)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_multitask_comparison_and_summary(smoke_run):
     assert (smoke_run / "multitask" / "comparison.md").exists()
     summary = _json(smoke_run / "summary.json")
