@@ -33,7 +33,6 @@ Run:  python bench/bench_scr_cost.py [--problems 500] [--n 64] [--seed 0] [--qui
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys

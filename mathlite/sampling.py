@@ -849,7 +849,7 @@ def print_summary(summary: dict[str, Any], title: str = "sampling") -> None:
 
 
 __all__ = [
-    "SCHEMA_VERSION", "SamplingConfig", "OutputPaths", "output_paths", "unit_seed",
+    "SCHEMA_VERSION", "FINISH_REASONS", "RECORD_FIELDS", "SamplingConfig", "OutputPaths", "output_paths", "unit_seed",
     "validate_record", "read_samples", "read_problems", "metric_records",
     "model_identity", "adapter_fingerprint", "prompt_fingerprint",
     "Unit", "Generation", "plan_batches", "HFEngine", "VLLMEngine", "vllm_usable", "generation_mode", "grade",
