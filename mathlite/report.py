@@ -202,8 +202,9 @@ def scorer_line(name: str, q: Mapping[str, Any] | None) -> str:
     if not q:
         return f"{name}: no scores"
     f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    return (f"{name}: pooled AUC {f(q.get('auc'))} over {q['solutions']} solutions; within-problem AUC "
-            f"{f(q.get('within_problem_auc'))} ({q['mixed_problems']} problems with right and wrong samples)")
+    return (f"{name}: pooled AUC {f(q.get('auc'))} over {q['solutions']} solutions ({100 * q['correct_share']:.1f}% "
+            f"correct); within-problem AUC {f(q.get('within_problem_auc'))} (mean over the {q['mixed_problems']} "
+            "problems with right and wrong samples)")
 
 
 PAIRED_HEADER = ["Method", "vs", "Wins", "Losses", "Ties", "Diff (points)", "95% CI (paired bootstrap)", "Sign test p"]
@@ -330,10 +331,10 @@ def results_markdown(stats: Stats, title: str,
     text = f"# {title}\n\n" + markdown_table(HEADER, [_row(s) for s in stats.values()])
     text += ("\nAccuracy: share of problems whose selected answer is correct (Wilson 95% CI). "
              "Eval cost: share of the N samples the evaluator had to score.\n")
-    if evaluator_test:
+    if evaluator_test and not scorers:
         text += "\n" + evaluator_sentence(evaluator_test) + "\n"
     if scorers:
-        text += "\n## Scorers on these test samples\n\n" + "".join(
+        text += "\n## Scorers on these test samples (AUC 0.5 = no skill)\n\n" + "".join(
             f"- {scorer_line(name, q)}\n" for name, q in scorers.items())
     if paired:
         text += ("\n## Paired comparisons (same problems)\n\n"
