@@ -38,6 +38,13 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def gpu_path() -> bool:
+    """Take the GPU presets' code path: on CUDA, or on CPU with MATHLITE_GPU_PATH=1 (CI rehearses the
+    QLoRA path that way: 4-bit NF4 through bitsandbytes' CPU backend, paged 8-bit AdamW, which falls
+    back to unpaged on CPU, and gradient checkpointing)."""
+    return has_cuda() or os.environ.get("MATHLITE_GPU_PATH") == "1"
+
+
 def cuda_bf16() -> bool:
     """True on a CUDA card with native bf16 (compute capability 8.0+: A100, L4, RTX 30xx/40xx, H100).
 
@@ -139,7 +146,7 @@ def load_model(name: str, quant: str = "auto", for_training: bool = False, task:
 
     path = resolve_model(name)
     if quant == "auto":
-        quant = "4bit" if has_cuda() else "none"
+        quant = "4bit" if gpu_path() else "none"
     kwargs: dict = {"dtype": compute_dtype(), "trust_remote_code": False}
     if quant == "4bit":
         kwargs["quantization_config"] = bnb_config()

@@ -126,9 +126,10 @@ def common_training_args(out_dir: str | Path, *, lr: float, batch_size: int, gra
     MATHLITE_GPU_PATH=1 takes the GPU presets' options (paged 8-bit AdamW, gradient checkpointing)
     on CPU too, so that CI rehearses that path (bitsandbytes' paged optimizer falls back on CPU)."""
     from .models import cuda_bf16
+    from .models import gpu_path as _gpu_path
 
     on_gpu = torch.cuda.is_available()
-    gpu_path = on_gpu or os.environ.get("MATHLITE_GPU_PATH") == "1"
+    gpu_path = _gpu_path()
     bf16 = cuda_bf16()  # compute capability >= 8.0; a T4 trains in fp16
     return dict(
         output_dir=str(out_dir),

@@ -97,7 +97,7 @@ def load_generator(model_name: str, adapter: str | None):
             raise runs.UserError(f"{e}; pass " + (f"--model {made_for}" if made_for else "the --model it was made for")
                                  + " or another --adapter") from None
         model_id = f"{model_name}+lora:{sampling.adapter_fingerprint(adapter)}"
-        if not models.has_cuda():
+        if not models.gpu_path():
             # bf16 on CPU: folding LoRA into the weights removes its extra matmuls from every decode step
             model = model.merge_and_unload()
     model.eval()
