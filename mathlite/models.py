@@ -178,7 +178,7 @@ def prepare_kbit_training(model):
 
     peft's `prepare_model_for_kbit_training` casts every non-quantized weight to fp32: on
     Qwen2.5-7B that is embed_tokens + lm_head, 2 x 152,064 x 3,584 = 1.09 B parameters,
-    4.06 GiB in fp32 instead of 2.03 GiB in bf16 (more than the 3.0 GiB NF4 body). They stay
+    4.06 GiB in fp32 instead of 2.03 GiB in bf16 (more than the 3.14 GiB NF4 body). They stay
     frozen here, so they stay in the compute dtype (RMSNorm computes in fp32 internally, and
     transformers computes the loss on fp32 logits). What is kept: every base weight frozen,
     and with gradient checkpointing (set by the training arguments, use_reentrant=False) the

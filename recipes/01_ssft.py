@@ -11,7 +11,7 @@ before and after training, so you can see that it learned.
 
 Needs: cpu preset 9.5 min on 2 CPU cores (measured: 7.3 min of training + two 1-min greedy checks;
 135M model, synthetic levels 1-3; greedy 6.7% -> 30.0% on 60 held-out problems);
-t4 ~1.5B model in 4-bit, ~10 GB (estimate); a100 7B model in 4-bit: 5.1 GiB of weights (README, GPU memory)
+t4 ~1.5B model in 4-bit, ~10 GB (estimate); a100 7B model in 4-bit: 5.2 GiB of weights (README, GPU memory)
 plus activations and logits, not measured yet.
 Writes runs/<preset>/ssft/: adapter/ (PeftModel.from_pretrained loads it), config.json,
 metrics.json, manifest.json. Interrupted? Rerun the same command: it resumes from the last checkpoint.
