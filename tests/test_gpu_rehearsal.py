@@ -191,7 +191,8 @@ def test_smoke_preset_under_accelerate_launch(tmp_path):
     env = {**os.environ, "MATHLITE_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
            str(REPO / "recipes" / "01_ssft.py"), "--preset", "smoke", "--run", str(tmp_path / "run"),
-           "--max_steps", "1", "--eval_before", "false", "--eval_size", "1", "--train_size", "4", "--max_new_tokens", "4"]
+           "--max_steps", "1", "--eval_before", "false", "--eval_size", "1", "--train_size", "4", "--max_new_tokens", "4",
+           "--batch_size", "2", "--max_length", "128"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "ssft" / "metrics.json").read_text())
