@@ -1,35 +1,33 @@
-"""One-shot GPU benchmark: QLoRA vs bf16 LoRA training, 4-bit sampling and 4-bit evaluator
-scoring, on a 7B-shaped model with random weights (no checkpoint, no hub).
+"""One-shot GPU benchmark of the recipes' own code paths on a 7B-shaped model with random weights
+(no checkpoint, no hub): what the `a100` preset runs, stage by stage.
 
-The model is Qwen2.5-7B's architecture (config written out below, 7.6B parameters) with
-random weights, so throughput and memory are those of the real model; the outputs are noise.
-Measurements, in this order, each in its own try/except; the JSON file is rewritten
-atomically after each one, so a killed run keeps what it finished:
+The model is Qwen2.5-7B's architecture (config written out below, 7.6B parameters) with random
+weights, built on the GPU and quantized to NF4 in place, so throughput and memory are those of the
+real model; the outputs are noise. The tokenizer is a word-level one over the same vocabulary, built
+in code. The shapes are the a100 presets of recipes 01-03, read from the recipe files.
+Measurements, in this order, each in its own try/except; the JSON file is rewritten atomically
+after each one, so a killed run keeps what it finished:
 
-  qlora_train         4-bit NF4 (double quant, bf16 compute) base + LoRA r=16 all-linear,
-                      prepare_model_for_kbit_training, gradient checkpointing
-                      (use_reentrant=False), paged 8-bit AdamW (torch AdamW where bitsandbytes
-                      has no CUDA), bf16 autocast: what recipes/01_ssft.py runs on a GPU.
-                      Random token batches of --batch-size x --seq-len (default 4 x 1024),
-                      loss on every token. Tokens/s over --train-steps steps after warmup.
-  bf16_lora_train     the same with a bf16 base (no quantization); the ratio to qlora_train
-                      (speed and peak memory) is printed and stored under "summary".
-  generate_4bit       `generate` on the 4-bit model: 32 sequences, 200-token prompts,
-                      256 new tokens, top-p 0.95 / temperature 0.9; min_new_tokens =
-                      max_new_tokens so random weights cannot stop early (count is exact).
-  evaluator_4bit      4-bit AutoModelForSequenceClassification (num_labels=1) + LoRA
-                      (inference mode), scoring batches of 512-token sequences: solutions/s.
-  generate_4bit_lora  generate_4bit with an (unmerged) LoRA adapter attached, as
-                      mathlite samples from an SSFT adapter on a 4-bit base.
+  ssft_train  recipe 01: models.prepare_kbit_training on the 4-bit base, TRL's SFTTrainer with
+              trainer.common_training_args (paged 8-bit AdamW, gradient checkpointing, bf16 or fp16
+              by compute capability), one_device, completion-only loss, LoRA at the preset's rank on
+              all linear layers, batch x grad_accum x seq_len of the preset (8 x 2 x 1024, r=64).
+              Tokens/s over the timed optimizer steps after one warmup step; peak memory.
+  decode      recipe 02's decode loop (sampling.HFEngine: shared prefill, per-unit seeds, top-p 0.95,
+              temperature 0.9) on the 4-bit base with an unmerged LoRA adapter, the preset's batch of
+              128 sequences (2 prompts x 64 samples), 200-token prompts, 256 new tokens: new tokens/s.
+  score       recipe 03/04's scorer: score head (fp32) + LoRA on the 4-bit base, attached by
+              mathlite.evaluator's code, Evaluator.logits on batches of the preset's size, 512 tokens.
 
-Peak memory is torch.cuda.max_memory_allocated, reset after each model is built (so it
-includes the weights, not the transient bf16 copy made while quantizing).
+Peak memory is torch.cuda.max_memory_allocated, reset after the model is built and before the
+timed part (so it includes the weights).
 
-Run (GPU):  python bench/gpu_bench.py [--budget-s 420] [--batch-size 4]
+Run (GPU):  python bench/gpu_bench.py [--budget-s 420]
             -> bench/results/gpu_<device-name-slug>.json
 Run (CPU):  python bench/gpu_bench.py --tiny [--out DIR_OR_FILE]
             -> bench/results/gpu_bench_tiny_cpu.json; a 2-layer, hidden-64 model of the same
-            architecture and small shapes, to check the code paths (tests/test_gpu_bench.py).
+            architecture and small shapes, with MATHLITE_GPU_PATH=1, to check the code paths
+            (tests/test_gpu_bench.py).
 See bench/GPU.md for how a session with a lent GPU runs it.
 """
 
@@ -37,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as _dt
 import gc
 import json
@@ -101,33 +100,59 @@ TINY = dict(
 )
 
 
+def recipe_presets() -> dict:
+    """The a100 presets of recipes 01-03, read from the recipe files: the bench runs their numbers."""
+    import importlib.util
+
+    out = {}
+    for name in ("01_ssft", "02_sample", "03_evaluator"):
+        spec = importlib.util.spec_from_file_location(f"gpu_bench_{name}", REPO / "recipes" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        out[name] = {**{f.name: f.default for f in __import__("dataclasses").fields(mod.Config)}, **mod.PRESETS["a100"]}
+    return out
+
+
 @dataclass
 class Shapes:
-    seq_len: int = 1024  # training sequence length
-    batch_size: int = 4  # training sequences per step
-    warmup_steps: int = 2  # untimed (CUDA kernels, optimizer state allocation)
-    train_steps: int = 4  # timed
-    gen_batch: int = 32
+    # 01 at the a100 preset: batch, gradient accumulation, sequence length, LoRA rank/alpha, lr
+    seq_len: int = 1024
+    batch_size: int = 8
+    grad_accum: int = 2
+    lora_r: int = 64
+    lora_alpha: int = 128
+    lr: float = 1e-4
+    warmup_steps: int = 1  # untimed optimizer steps (CUDA kernels, optimizer state allocation)
+    train_steps: int = 3  # timed optimizer steps
+    # 02's decode loop: a100 batch of 128 sequences = 2 prompts x 64 samples (shared prefill)
+    gen_batch: int = 128
+    gen_n: int = 64
     gen_prompt: int = 200
-    gen_new: int = 256
+    gen_new: int = 256  # the preset's 768 would not fit the time budget; tokens/s is per decode step
+    # 03's scorer (score head on the 4-bit base + LoRA)
     eval_seq: int = 512
-    eval_batch: int = 16  # Evaluator.score's default batch size
-    eval_warmup: int = 1
-    eval_batches: int = 4  # timed
-    lora_r: int = 16
+    eval_batch: int = 16
+    eval_batches: int = 4  # timed, after one warmup batch
+
+    @classmethod
+    def from_presets(cls) -> "Shapes":
+        p = recipe_presets()
+        s, g, e = p["01_ssft"], p["02_sample"], p["03_evaluator"]
+        return cls(seq_len=s["max_length"], batch_size=s["batch_size"], grad_accum=s["grad_accum"],
+                   lora_r=s["lora_r"], lora_alpha=s["lora_alpha"], lr=s["lr"], gen_batch=g["batch_size"],
+                   gen_n=g["n"], eval_batch=e["batch_size"])
 
 
-TINY_SHAPES = Shapes(seq_len=64, batch_size=2, warmup_steps=1, train_steps=2, gen_batch=4, gen_prompt=16,
-                     gen_new=8, eval_seq=32, eval_batch=4, eval_warmup=1, eval_batches=2)
+TINY_SHAPES = Shapes(seq_len=64, batch_size=2, grad_accum=1, lora_r=8, lora_alpha=16, warmup_steps=1, train_steps=2,
+                     gen_batch=4, gen_n=2, gen_prompt=16, gen_new=8, eval_seq=32, eval_batch=4, eval_batches=2)
 
-# name -> seconds a full-size (7B, H100) measurement is expected to need, model build included;
+# name -> seconds a full-size (7B, H100-class) measurement is expected to need, model build included;
 # a measurement is skipped when less than this is left of the budget (tiny mode: 1/20 of it).
 MEASUREMENTS = {
-    "qlora_train": 75,
-    "bf16_lora_train": 50,
-    "generate_4bit": 60,
-    "evaluator_4bit": 40,
-    "generate_4bit_lora": 70,
+    "ssft_train": 120,
+    "decode": 90,
+    "score": 45,
 }
 RESERVE_S = 10  # kept back for writing results and printing the table
 SKIPPED_BUDGET = "skipped: time budget"
@@ -212,7 +237,7 @@ def machine_info() -> dict:
             gpu_memory_gib=gib(p.total_memory),
             gpu_capability=f"{p.major}.{p.minor}",
             gpu_count=torch.cuda.device_count(),
-            bf16_supported=torch.cuda.is_bf16_supported(),
+            native_bf16=models.cuda_bf16(),  # compute capability >= 8.0
         )
     else:
         info["gpu"] = None
@@ -345,6 +370,13 @@ def quantize_4bit_(model, skip: tuple[str, ...] = ("lm_head", "score")) -> int:
     model.is_loaded_in_4bit = True
     model.is_quantized = True
     model.quantization_method = "bitsandbytes"
+    from transformers import BitsAndBytesConfig
+    from transformers.quantizers.quantizer_bnb_4bit import Bnb4BitHfQuantizer
+
+    qcfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=cdtype)
+    model.hf_quantizer = Bnb4BitHfQuantizer(qcfg)  # the Trainer asks it whether the model can train
+    model.config.quantization_config = qcfg
     models.disable_bnb_cpu_repack(model)
     free_memory()
     return len(targets)
@@ -386,182 +418,188 @@ class Budget:
         return self.left() < RESERVE_S
 
 
-def _autocast():
-    dev = device()
-    return torch.autocast(device_type=dev.type, dtype=models.compute_dtype())
+def synthetic_tokenizer(cfg):
+    """A word-level tokenizer over the config's whole vocabulary, built in code (nothing to download):
+    token i is "t<i>", except the EOS ("<|endoftext|>", also pad), Qwen's end of turn "<|im_end|>" two
+    ids above it when it fits, and "correct" / "incorrect" (the verbal scorer's verdict words)."""
+    from tokenizers import Tokenizer, models as tmodels, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    v, eos = cfg.vocab_size, cfg.eos_token_id
+    names = {i: f"t{i}" for i in range(v)}
+    eot = eos + 2 if eos + 2 < v else eos - 1
+    names.update({eos: "<|endoftext|>", eot: "<|im_end|>", 10: "correct", 11: "incorrect"})
+    core = Tokenizer(tmodels.WordLevel({n: i for i, n in names.items()}, unk_token="t0"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=["<|im_end|>"])
+    return tok
 
 
-def _optimizer(params):
-    if bnb_has_cuda():
-        import bitsandbytes as bnb
-
-        return bnb.optim.PagedAdamW8bit(params, lr=2e-4), "paged_adamw_8bit"
-    return torch.optim.AdamW(params, lr=2e-4), "adamw_torch"
-
-
-def _random_ids(batch: int, length: int, vocab: int, seed: int, avoid: int | None = None) -> torch.Tensor:
+def _random_lists(n: int, length: int, vocab: int, seed: int, avoid: set[int]) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
-    hi = vocab - 1 if avoid == vocab - 1 else vocab
-    ids = torch.randint(0, hi, (batch, length), generator=g)
-    if avoid is not None and avoid < hi:
-        ids[ids == avoid] = (avoid + 1) % hi
-    return ids.to(device())
+    ids = torch.randint(100, vocab - 3, (n, length), generator=g)  # clear of the special ids
+    for a in avoid:
+        ids[ids == a] = 99
+    return ids.tolist()
 
 
-def measure_train(cfg, shapes: Shapes, budget: Budget, quant: str) -> dict:
-    from peft import get_peft_model, prepare_model_for_kbit_training
+class _StepTimer:
+    """Trainer callback: wall time of every optimizer step (CUDA synchronised), and a stop at the budget."""
 
-    model, info = build_model(cfg, quant)
-    gc_kwargs = {"use_reentrant": False}
-    if quant == "4bit":
-        # exactly what models.load_model(quant="4bit", for_training=True) does after loading
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
-                                                gradient_checkpointing_kwargs=gc_kwargs)
-        models.disable_bnb_cpu_repack(model)
-    else:
-        # the Trainer's gradient_checkpointing=True on a bf16 base (models.load_model(quant="none"))
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
-    model.config.use_cache = False
-    model = get_peft_model(model, models.lora_config(r=shapes.lora_r, alpha=2 * shapes.lora_r))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    info["trainable_params_m"] = round(sum(p.numel() for p in trainable) / 1e6, 3)
-    info["lora_layers"] = sum(1 for n, _ in model.named_modules() if n.endswith(".lora_A"))
-    opt, info["optimizer"] = _optimizer(trainable)
-    model.train()
-    ids = _random_ids(shapes.batch_size, shapes.seq_len, cfg.vocab_size, seed=1)
-    mask = torch.ones_like(ids)
-    reset_peak()
+    def __init__(self, budget):
+        from transformers import TrainerCallback
 
-    def step() -> float:
-        with _autocast():
-            loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        self.budget, self.times, self._t = budget, [], None
+        parent = self
 
-    losses, times = [], []
-    for i in range(shapes.warmup_steps + shapes.train_steps):
-        if budget.expired():
-            info["stopped"] = f"time budget after {i} steps"
-            break
-        sync()
-        t = time.monotonic()
-        losses.append(step())
-        sync()
-        times.append(time.monotonic() - t)
-    timed = times[shapes.warmup_steps:]
-    tokens = shapes.batch_size * shapes.seq_len
+        class CB(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                sync()
+                parent._t = time.monotonic()
+
+            def on_step_end(self, args, state, control, **kw):
+                sync()
+                parent.times.append(time.monotonic() - parent._t)
+                if parent.budget.expired():
+                    control.should_training_stop = True
+
+        self.callback = CB()
+
+
+def measure_ssft(cfg, shapes: Shapes, budget: Budget) -> dict:
+    """Recipe 01's training path on the 4-bit base: models.prepare_kbit_training, TRL's SFTTrainer
+    with trainer.common_training_args (paged 8-bit AdamW, gradient checkpointing, bf16/fp16 by
+    card), one_device, completion-only loss, models.lora_config at the preset's rank, and
+    settle_trainable_dtypes. Rows are random tokens, a quarter prompt (masked) and the rest completion."""
+    import tempfile
+
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from mathlite import trainer as mt
+
+    model, info = build_model(cfg, "4bit")
+    models.prepare_kbit_training(model)
+    tok = synthetic_tokenizer(cfg)
+    steps = shapes.warmup_steps + shapes.train_steps
+    n_rows = shapes.batch_size * shapes.grad_accum * steps
+    p = shapes.seq_len // 4
+    rows = [{"input_ids": ids + [cfg.eos_token_id], "completion_mask": [0] * p + [1] * (shapes.seq_len - p)}
+            for ids in _random_lists(n_rows, shapes.seq_len - 1, cfg.vocab_size, 1, {cfg.eos_token_id})]
+    timer = _StepTimer(budget)
+    with tempfile.TemporaryDirectory() as out:
+        fields = mt.common_training_args(out, lr=shapes.lr, batch_size=shapes.batch_size, grad_accum=shapes.grad_accum,
+                                         max_steps=steps, epochs=1.0, seed=0, save_steps=10**9, log_steps=10**9)
+        fields.update(save_strategy="no", warmup_steps=0)
+        args = mt.one_device(SFTConfig(**fields, max_length=shapes.seq_len, completion_only_loss=True, packing=False))
+        sft = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=models.lora_config(shapes.lora_r, shapes.lora_alpha), callbacks=[timer.callback])
+        mt.drop_printer(sft)
+        dtypes = models.settle_trainable_dtypes(sft.model)
+        reset_peak()
+        result = sft.train()
+    lora_b = [p for n, p in sft.model.named_parameters() if "lora_B" in n]
     info.update(
-        batch_size=shapes.batch_size,
-        seq_len=shapes.seq_len,
-        steps_timed=len(timed),
-        step_s=[round(x, 3) for x in times],
-        loss=[round(x, 4) for x in losses],
-        **memory_fields(),
+        optimizer=args.optim, gradient_checkpointing=args.gradient_checkpointing, bf16=args.bf16, fp16=args.fp16,
+        trainable_dtypes=dtypes, lora_layers=sum(1 for n, _ in sft.model.named_modules() if n.endswith(".lora_A")),
+        trainable_params_m=round(sum(p.numel() for p in sft.model.parameters() if p.requires_grad) / 1e6, 3),
+        batch_size=shapes.batch_size, grad_accum=shapes.grad_accum, seq_len=shapes.seq_len,
+        lora_r=shapes.lora_r, step_s=[round(x, 3) for x in timer.times], train_loss=result.metrics.get("train_loss"),
+        lora_b_updated=bool(lora_b) and all(p.detach().abs().sum() > 0 for p in lora_b),
+        peak_rss_gib=round(_rss_gib(), 3), **memory_fields(),
     )
-    if not all(math.isfinite(x) for x in losses):
-        raise RuntimeError(f"non-finite loss {losses}")
-    # every LoRA B must have moved: catches a broken base path (e.g. the bnb CPU repack trap)
-    if losses:
-        frozen_b = [n for n, p in model.named_parameters() if "lora_B" in n and p.requires_grad and not p.detach().abs().sum() > 0]
-        info["lora_b_updated"] = not frozen_b
-        if frozen_b:
-            raise RuntimeError(f"{len(frozen_b)} LoRA B matrices did not move after {len(losses)} steps: {frozen_b[:3]}")
+    if not info["lora_b_updated"]:
+        raise RuntimeError("a LoRA B matrix did not move: the 4-bit base path is broken")
+    timed = timer.times[shapes.warmup_steps:]
+    info["steps_timed"] = len(timed)
     if timed:
+        tokens = shapes.batch_size * shapes.grad_accum * shapes.seq_len
         info["tokens_per_s"] = round(tokens * len(timed) / sum(timed), 2)
-        info["sequences_per_s"] = round(shapes.batch_size * len(timed) / sum(timed), 3)
         info["status"] = "ok"
     else:
-        info["status"] = "partial: no timed step (" + info.get("stopped", "warmup only") + ")"
-    del model, opt
+        info["status"] = "partial: no timed step"
+    del sft, model
     return info
 
 
-def measure_generate(cfg, shapes: Shapes, budget: Budget, with_lora: bool) -> dict:
-    model, info = build_model(cfg, "4bit")
-    if with_lora:
-        from peft import get_peft_model
+def _rss_gib() -> float:
+    from mathlite.trainer import peak_memory_gib
 
-        lcfg = models.lora_config(r=shapes.lora_r, alpha=2 * shapes.lora_r)
-        lcfg.inference_mode = True
-        model = get_peft_model(model, lcfg)
-        info["lora_r"] = shapes.lora_r
-    model.eval()
-    eos = cfg.eos_token_id
-    prompt = _random_ids(shapes.gen_batch, shapes.gen_prompt, cfg.vocab_size, seed=2, avoid=eos)
-    mask = torch.ones_like(prompt)
-    kwargs = dict(attention_mask=mask, do_sample=True, temperature=0.9, top_p=0.95, top_k=0,
-                  eos_token_id=eos, pad_token_id=eos)
-    reset_peak()
-    with torch.inference_mode():
-        sync()
-        t = time.monotonic()
-        model.generate(prompt, max_new_tokens=4, min_new_tokens=4, **kwargs)  # warmup
-        sync()
-        info["warmup_s"] = round(time.monotonic() - t, 3)
-        max_time = max(budget.left() - RESERVE_S, 1.0)
-        sync()
-        t = time.monotonic()
-        out = model.generate(prompt, max_new_tokens=shapes.gen_new, min_new_tokens=shapes.gen_new,
-                             max_time=max_time, **kwargs)
-        sync()
-        dt = time.monotonic() - t
-    new = out.shape[1] - shapes.gen_prompt
-    info.update(
-        batch=shapes.gen_batch,
-        prompt_tokens=shapes.gen_prompt,
-        new_tokens_requested=shapes.gen_new,
-        new_tokens=new,
-        seconds=round(dt, 3),
-        new_tokens_per_s=round(shapes.gen_batch * new / dt, 2),
-        ms_per_step=round(1000 * dt / max(new, 1), 2),
-        **memory_fields(),
-    )
-    info["status"] = "ok" if new == shapes.gen_new else f"partial: {new}/{shapes.gen_new} new tokens (max_time)"
-    del model, out
-    return info
+    if torch.cuda.is_available():
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return peak_memory_gib()
 
 
-def measure_evaluator(cfg, shapes: Shapes, budget: Budget) -> dict:
+def measure_decode(cfg, shapes: Shapes, budget: Budget) -> dict:
+    """Recipe 02's decode loop (sampling.HFEngine: shared prefill, per-unit seeds, top-p 0.95 /
+    temperature 0.9) on the 4-bit base with an unmerged LoRA adapter at the preset's rank, as 02
+    loads an SSFT adapter on a GPU. gen_batch sequences = gen_batch / gen_n prompts x gen_n samples."""
     from peft import get_peft_model
 
-    model, info = build_model(cfg, "4bit", seq_cls=True)
-    lcfg = models.lora_config(r=shapes.lora_r, alpha=2 * shapes.lora_r, task="seq_cls")
+    from mathlite import sampling
+
+    model, info = build_model(cfg, "4bit")
+    lcfg = models.lora_config(shapes.lora_r, shapes.lora_alpha)
     lcfg.inference_mode = True
     model = get_peft_model(model, lcfg)
-    model.eval()
-    ids = _random_ids(shapes.eval_batch, shapes.eval_seq, cfg.vocab_size, seed=3, avoid=cfg.pad_token_id)
-    mask = torch.ones_like(ids)
+    tok = synthetic_tokenizer(cfg)
+    n_prompts = max(1, shapes.gen_batch // shapes.gen_n)
+    prompts = _random_lists(n_prompts, shapes.gen_prompt, cfg.vocab_size, 2, {cfg.eos_token_id})
+    units = [sampling.Unit((f"p{i}", k), tuple(prompts[i]), sampling.unit_seed(0, f"p{i}", k))
+             for i in range(n_prompts) for k in range(shapes.gen_n)][: shapes.gen_batch]
+
+    def engine(new):
+        return sampling.HFEngine(model, tok, sampling.SamplingConfig(n=shapes.gen_n, max_new_tokens=new, stop=()),
+                                 batch_size=shapes.gen_batch)
+
+    engine(2).run(units[:2])  # warmup
     reset_peak()
-    times = []
-    with torch.inference_mode():
-        for i in range(shapes.eval_warmup + shapes.eval_batches):
-            if budget.expired():
-                info["stopped"] = f"time budget after {i} batches"
-                break
-            sync()
-            t = time.monotonic()
-            z = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.squeeze(-1).float()
-            sync()
-            times.append(time.monotonic() - t)
-            if z.shape != (shapes.eval_batch,) or not torch.isfinite(z).all():
-                raise RuntimeError(f"bad scores: shape {tuple(z.shape)}, finite {bool(torch.isfinite(z).all())}")
-    timed = times[shapes.eval_warmup:]
-    info.update(
-        batch=shapes.eval_batch,
-        seq_len=shapes.eval_seq,
-        batches_timed=len(timed),
-        batch_s=[round(x, 4) for x in times],
-        **memory_fields(),
-    )
-    if timed:
-        info["solutions_per_s"] = round(shapes.eval_batch * len(timed) / sum(timed), 2)
-        info["tokens_per_s"] = round(shapes.eval_batch * shapes.eval_seq * len(timed) / sum(timed), 1)
-        info["status"] = "ok"
-    else:
-        info["status"] = "partial: no timed batch"
+    sync()
+    t = time.monotonic()
+    gens = engine(shapes.gen_new).run(units)
+    sync()
+    dt = time.monotonic() - t
+    new = sum(g.tokens for g in gens)
+    info.update(batch=len(units), prompts=n_prompts, prompt_tokens=shapes.gen_prompt, max_new_tokens=shapes.gen_new,
+                lora_r=shapes.lora_r, new_tokens=new, seconds=round(dt, 3), new_tokens_per_s=round(new / dt, 2),
+                stopped_early=sum(g.finish == "eos" for g in gens), peak_rss_gib=round(_rss_gib(), 3), **memory_fields())
+    info["status"] = "ok"
     del model
+    return info
+
+
+def measure_score(cfg, shapes: Shapes, budget: Budget) -> dict:
+    """Recipe 03/04's scorer: a score head (fp32) on the 4-bit base + LoRA, attached by the
+    evaluator's own code, scoring through Evaluator.logits in batches of the preset's size."""
+    from mathlite import evaluator
+
+    model, info = build_model(cfg, "4bit", seq_cls=True)
+    model = evaluator._attach_lora(model, models.lora_config(shapes.lora_r, shapes.lora_alpha, task="seq_cls"), "head",
+                                   None, trainable=False, new_head=True)
+    tok = synthetic_tokenizer(cfg)
+    ev = evaluator.Evaluator(model, tok, "head", max_length=shapes.eval_seq)
+    encoded = _random_lists(shapes.eval_batch * (shapes.eval_batches + 1), shapes.eval_seq, cfg.vocab_size, 3,
+                            {cfg.eos_token_id})
+    ev.logits(encoded[: shapes.eval_batch], batch_size=shapes.eval_batch)  # warmup
+    reset_peak()
+    sync()
+    t = time.monotonic()
+    z = ev.logits(encoded[shapes.eval_batch:], batch_size=shapes.eval_batch)
+    sync()
+    dt = time.monotonic() - t
+    if not all(math.isfinite(v) for v in z):
+        raise RuntimeError("non-finite scores")
+    n = len(z)
+    head = [p.dtype for name, p in model.named_parameters() if ".score." in name and "modules_to_save" in name]
+    info.update(batch=shapes.eval_batch, seq_len=shapes.eval_seq, solutions=n, seconds=round(dt, 3),
+                solutions_per_s=round(n / dt, 2), tokens_per_s=round(n * shapes.eval_seq / dt, 1),
+                score_head_dtype=str(head[0]).removeprefix("torch.") if head else None,
+                peak_rss_gib=round(_rss_gib(), 3), **memory_fields())
+    info["status"] = "ok"
+    del model, ev
     return info
 
 
@@ -569,16 +607,10 @@ def measure_evaluator(cfg, shapes: Shapes, budget: Budget) -> dict:
 
 
 def summarize(meas: dict) -> dict:
-    q, b = meas.get("qlora_train", {}), meas.get("bf16_lora_train", {})
-    out = {}
-    if q.get("tokens_per_s") and b.get("tokens_per_s"):
-        out["qlora_over_bf16_tokens_per_s"] = round(q["tokens_per_s"] / b["tokens_per_s"], 3)
-    if q.get("peak_mem_gib") and b.get("peak_mem_gib"):
-        out["qlora_over_bf16_peak_mem"] = round(q["peak_mem_gib"] / b["peak_mem_gib"], 3)
-    g, gl = meas.get("generate_4bit", {}), meas.get("generate_4bit_lora", {})
-    if g.get("new_tokens_per_s") and gl.get("new_tokens_per_s"):
-        out["generate_lora_over_plain"] = round(gl["new_tokens_per_s"] / g["new_tokens_per_s"], 3)
-    return out
+    """Per stage: throughput and peak memory, one line each."""
+    keys = {"ssft_train": "tokens_per_s", "decode": "new_tokens_per_s", "score": "tokens_per_s"}
+    return {name: {"tokens_per_s": m.get(keys[name]), "peak_mem_gib": m.get("peak_mem_gib")}
+            for name, m in meas.items() if name in keys and m.get(keys[name])}
 
 
 def _fmt(v, unit: str = "") -> str:
@@ -589,9 +621,9 @@ def print_table(result: dict) -> None:
     rows = []
     for name, m in result["measurements"].items():
         thr = (
-            _fmt(m.get("tokens_per_s"), " tok/s") if "train" in name
-            else _fmt(m.get("new_tokens_per_s"), " new tok/s") if name.startswith("generate")
-            else _fmt(m.get("solutions_per_s"), " sol/s")
+            _fmt(m.get("tokens_per_s"), " tok/s") if name == "ssft_train"
+            else _fmt(m.get("new_tokens_per_s"), " new tok/s") if name == "decode"
+            else _fmt(m.get("tokens_per_s"), " tok/s")
         )
         status = str(m.get("status", "?"))
         if status.startswith("error"):
@@ -616,13 +648,6 @@ def print_table(result: dict) -> None:
         print(title)
         for r in rows:
             print("  " + " | ".join(r))
-    if "qlora_over_bf16_tokens_per_s" in summary:
-        print(f"QLoRA / bf16 LoRA: {summary['qlora_over_bf16_tokens_per_s']:.2f}x tokens/s", end="")
-        if "qlora_over_bf16_peak_mem" in summary:
-            print(f", {summary['qlora_over_bf16_peak_mem']:.2f}x peak memory", end="")
-        print()
-    if "generate_lora_over_plain" in summary:
-        print(f"generate with LoRA / without: {summary['generate_lora_over_plain']:.2f}x new tokens/s")
     print(f"results: {result['path']}")
 
 
@@ -648,7 +673,10 @@ def run(args) -> dict:
         # tiny mode checks code paths, not CPU speed: on a small shared VM, several intra-op
         # threads on this model were measured 10-50x slower per op than one (thread contention)
         torch.set_num_threads(1)
-    shapes = TINY_SHAPES if args.tiny else Shapes()
+    from mathlite import trainer as _mt
+
+    _mt.quiet_libraries()
+    shapes = dataclasses.replace(TINY_SHAPES) if args.tiny else Shapes.from_presets()
     for field in ("batch_size", "seq_len", "train_steps", "gen_batch", "eval_batch", "lora_r"):
         v = getattr(args, field, None)
         if v is not None:
@@ -668,7 +696,7 @@ def run(args) -> dict:
         "budget_s": args.budget_s,
         "machine": machine_info(),
         "model": {k: v for k, v in (TINY if args.tiny else QWEN25_7B).items() if k != "architectures"},
-        "settings": {**asdict(shapes), "lora_alpha": 2 * shapes.lora_r, "lora_targets": "all-linear",
+        "settings": {**asdict(shapes), "lora_targets": "all-linear", "code_path": "recipes 01 (SFTTrainer), 02 (HFEngine), 03 (Evaluator)",
                      "quant": "nf4, double quant, compute " + str(models.compute_dtype()).replace("torch.", ""),
                      "gradient_checkpointing": "use_reentrant=False", "weights": "random (no checkpoint)"},
         "measurements": {},
@@ -684,6 +712,22 @@ def run(args) -> dict:
         write_json_atomic(path, result)
 
     save()
+    # on CPU, the GPU presets' training options (paged AdamW, checkpointing) through MATHLITE_GPU_PATH
+    old_env = os.environ.get("MATHLITE_GPU_PATH")
+    if not torch.cuda.is_available():
+        os.environ["MATHLITE_GPU_PATH"] = "1"
+    try:
+        _measure_all(names, result, args, cfg, shapes, budget, save)
+    finally:
+        if old_env is None:
+            os.environ.pop("MATHLITE_GPU_PATH", None)
+        else:
+            os.environ["MATHLITE_GPU_PATH"] = old_env
+    print_table(result)
+    return result
+
+
+def _measure_all(names, result, args, cfg, shapes, budget, save) -> None:
     for name in names:
         if not budget.allows(name):
             result["measurements"][name] = {"status": SKIPPED_BUDGET, "left_s": round(budget.left(), 1)}
@@ -695,16 +739,12 @@ def run(args) -> dict:
         print(f"[gpu_bench] {name} ...", flush=True)
         t = time.monotonic()
         try:
-            if name == "qlora_train":
-                m = measure_train(cfg, shapes, budget, "4bit")
-            elif name == "bf16_lora_train":
-                m = measure_train(cfg, shapes, budget, "bf16")
-            elif name == "generate_4bit":
-                m = measure_generate(cfg, shapes, budget, with_lora=False)
-            elif name == "generate_4bit_lora":
-                m = measure_generate(cfg, shapes, budget, with_lora=True)
+            if name == "ssft_train":
+                m = measure_ssft(cfg, shapes, budget)
+            elif name == "decode":
+                m = measure_decode(cfg, shapes, budget)
             else:
-                m = measure_evaluator(make_config(args.tiny, seq_cls=True), shapes, budget)
+                m = measure_score(make_config(args.tiny, seq_cls=True), shapes, budget)
         except BaseException as e:  # noqa: BLE001 - one failure must not lose the rest
             if isinstance(e, KeyboardInterrupt):
                 result["measurements"][name] = {"status": "error: interrupted"}
@@ -725,8 +765,6 @@ def run(args) -> dict:
         free_memory()  # the model was local to the measurement (and to the traceback, now gone)
         save()
         print(f"[gpu_bench] {name}: {m['status']} ({m['seconds_total']} s)", flush=True)
-    print_table(result)
-    return result
 
 
 def parse_args(argv=None):
@@ -735,12 +773,12 @@ def parse_args(argv=None):
     p.add_argument("--budget-s", type=float, default=420.0, help="total time guard, imports included (default 420)")
     p.add_argument("--out", help="result file (.json) or folder; default bench/results/gpu_<device>.json")
     p.add_argument("--only", help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
-    p.add_argument("--batch-size", type=int, help="training sequences per step (default 4)")
+    p.add_argument("--batch-size", type=int, help="training sequences per micro-batch (default: recipe 01's a100 preset)")
     p.add_argument("--seq-len", type=int, help="training sequence length (default 1024)")
-    p.add_argument("--train-steps", type=int, help="timed training steps after warmup (default 4)")
-    p.add_argument("--gen-batch", type=int, help="sequences per generate call (default 32)")
-    p.add_argument("--eval-batch", type=int, help="evaluator sequences per forward (default 16)")
-    p.add_argument("--lora-r", type=int, help="LoRA rank (default 16; alpha = 2r)")
+    p.add_argument("--train-steps", type=int, help="timed optimizer steps after one warmup step (default 3)")
+    p.add_argument("--gen-batch", type=int, help="sequences per decode batch (default: recipe 02's a100 preset)")
+    p.add_argument("--eval-batch", type=int, help="scorer sequences per forward (default: recipe 03's a100 preset)")
+    p.add_argument("--lora-r", type=int, help="LoRA rank (default: recipe 01's a100 preset)")
     return p.parse_args(argv)
 
 

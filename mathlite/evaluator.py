@@ -47,7 +47,9 @@ Design decisions (each is tested in tests/test_evaluator.py):
   is merged (merging into a 4-bit base would be lossy). Its rank wins over `lora_r`.
 * Score head in fp32. The head is the only full-rank layer we train. In bf16 an Adam step of
   size ~lr is below the weights' resolution and would be partly rounded away, and bf16 scores
-  tie easily (bad for re-ranking); so the head is kept in fp32 and its input is cast up.
+  tie easily (bad for re-ranking); so the head is kept in fp32 and its input is cast up. TRL's
+  RewardTrainer casts a 4-bit model's trainable weights to bf16 when it is built; train_evaluator
+  puts the head back in fp32 right after (`models.settle_trainable_dtypes`).
 * Where the score is read. With pad == eos (SmolLM2's `<|im_end|>`), HF's seq-cls model reads
   the score at the last token that is not the pad id. The evaluator input therefore never ends
   with EOS/pad (stripped from the solution), batches are right-padded, and the verbal scorer reads
@@ -632,7 +634,7 @@ def train_evaluator(
     from transformers import TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
-    from .trainer import common_training_args
+    from .trainer import common_training_args, one_device
 
     if kind not in KINDS or loss not in LOSSES:
         raise ValueError(f"kind must be one of {KINDS} and loss one of {LOSSES}; got {kind!r}, {loss!r}")
@@ -660,7 +662,7 @@ def train_evaluator(
         from trl import RewardConfig, RewardTrainer
 
         # max_length None: rows are already truncated by `encode`
-        args = RewardConfig(**fields, max_length=None, pad_to_multiple_of=PAD_MULTIPLE)
+        args = one_device(RewardConfig(**fields, max_length=None, pad_to_multiple_of=PAD_MULTIPLE))
         trainer = RewardTrainer(model=ev.model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                                 processing_class=ev.tokenizer, callbacks=list(callbacks))
         trainer.loss_is_scaled_for_ga = False  # its loss is a per-batch mean too
@@ -672,10 +674,12 @@ def train_evaluator(
         collator = _PointwiseCollator(ev.pad_id) if loss == "pointwise" else DataCollatorForPreference(
             pad_token_id=ev.pad_id, pad_to_multiple_of=PAD_MULTIPLE)
         trainer = _make_scorer_trainer_class()(
-            model=ev.model, args=TrainingArguments(**fields), train_dataset=train_ds, eval_dataset=val_ds,
+            model=ev.model, args=one_device(TrainingArguments(**fields)), train_dataset=train_ds, eval_dataset=val_ds,
             data_collator=collator, processing_class=ev.tokenizer, callbacks=list(callbacks),
             kind=kind, objective=loss, verdict_ids=ev.verdict_ids,
         )
+    # TRL's RewardTrainer casts a 4-bit model's trainable weights to bf16, the score head included: back to fp32
+    models.settle_trainable_dtypes(ev.model)
     # with disable_tqdm the Trainer prints every log dict; callers bring their own progress callback
     trainer.remove_callback(PrinterCallback)
     trainer.train()

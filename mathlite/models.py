@@ -38,10 +38,26 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def gpu_path() -> bool:
+    """Take the GPU presets' code path: on CUDA, or on CPU with MATHLITE_GPU_PATH=1 (CI rehearses the
+    QLoRA path that way: 4-bit NF4 through bitsandbytes' CPU backend, paged 8-bit AdamW, which falls
+    back to unpaged on CPU, and gradient checkpointing)."""
+    return has_cuda() or os.environ.get("MATHLITE_GPU_PATH") == "1"
+
+
+def cuda_bf16() -> bool:
+    """True on a CUDA card with native bf16 (compute capability 8.0+: A100, L4, RTX 30xx/40xx, H100).
+
+    Not `torch.cuda.is_bf16_supported()`: by default it also counts emulated bf16, so it says True
+    on a T4 (sm75), where bf16 runs slowly and vLLM refuses it. Every dtype and preset choice of
+    mathlite goes through this one function."""
+    return has_cuda() and tuple(torch.cuda.get_device_capability()) >= (8, 0)
+
+
 def compute_dtype() -> torch.dtype:
     """bf16 where the hardware supports it (Ampere+ GPUs, CPUs), fp16 on T4/V100."""
     if has_cuda():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_bf16() else torch.float16
     return torch.bfloat16
 
 
@@ -130,7 +146,7 @@ def load_model(name: str, quant: str = "auto", for_training: bool = False, task:
 
     path = resolve_model(name)
     if quant == "auto":
-        quant = "4bit" if has_cuda() else "none"
+        quant = "4bit" if gpu_path() else "none"
     kwargs: dict = {"dtype": compute_dtype(), "trust_remote_code": False}
     if quant == "4bit":
         kwargs["quantization_config"] = bnb_config()
@@ -151,14 +167,52 @@ def load_model(name: str, quant: str = "auto", for_training: bool = False, task:
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     if quant == "4bit":
-        from peft import prepare_model_for_kbit_training
-
         if for_training:
-            model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=has_cuda(), gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+            prepare_kbit_training(model)
         disable_bnb_cpu_repack(model)
     return model
+
+
+def prepare_kbit_training(model):
+    """What QLoRA training needs of a 4-bit base, without peft's fp32 upcast.
+
+    peft's `prepare_model_for_kbit_training` casts every non-quantized weight to fp32: on
+    Qwen2.5-7B that is embed_tokens + lm_head, 2 x 152,064 x 3,584 = 1.09 B parameters,
+    4.06 GiB in fp32 instead of 2.03 GiB in bf16 (more than the 3.14 GiB NF4 body). They stay
+    frozen here, so they stay in the compute dtype (RMSNorm computes in fp32 internally, and
+    transformers computes the loss on fp32 logits). What is kept: every base weight frozen,
+    and with gradient checkpointing (set by the training arguments, use_reentrant=False) the
+    input embeddings' output requiring grad, so checkpointed blocks see a graph to go back through.
+    """
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+    return model
+
+
+def settle_trainable_dtypes(model) -> dict[str, int]:
+    """Put the trainable parameters in their intended dtype, after the trainer was built.
+
+    TRL's SFTTrainer and RewardTrainer cast every trainable parameter of a quantized model to
+    bf16 (QLoRA's recipe, whatever the card). Two corrections, applied after the trainer's
+    __init__ and before training (the optimizer is made at train()):
+    - the score head (the one full-rank layer trained from scratch) goes back to fp32: in bf16 an
+      Adam step of ~lr is below the weights' resolution (evaluator.py, "Score head in fp32");
+    - on a card without native bf16 (T4) the compute is fp16 under autocast, and the trainable
+      parameters are the fp32 master weights mixed precision expects, not emulated bf16.
+    Returns {dtype name: number of trainable tensors} afterwards."""
+    fp32_all = has_cuda() and not cuda_bf16()
+    counts: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_head = ".score." in f".{name}" or name.startswith("score.")
+        if (is_head or fp32_all) and p.dtype != torch.float32:
+            p.data = p.data.float()
+        key = str(p.dtype).removeprefix("torch.")
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def disable_bnb_cpu_repack(model) -> int:

@@ -60,7 +60,9 @@ def default_preset() -> str:
         import torch
 
         if torch.cuda.is_available():
-            return "a100" if torch.cuda.is_bf16_supported() else "t4"
+            from .models import cuda_bf16  # compute capability >= 8.0 (a T4 says bf16 "supported": emulated)
+
+            return "a100" if cuda_bf16() else "t4"
     except ImportError:
         pass
     return "cpu"

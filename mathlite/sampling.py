@@ -71,7 +71,10 @@ Speed (CPU and GPU, Hugging Face backend)
 
 With vLLM importable, CUDA present and the model given as a name/path, the vLLM backend
 is used instead (LoRA through `LoRARequest`, per-unit seeds, prefix caching); it writes
-the same files. It is small on purpose and untested here (no GPU in CI).
+the same files. One engine serves the whole process (every split and adapter; `free_vllm`
+drops it), with `max_model_len` = the longest prompt + max_new_tokens, and it stops at the
+chat template's end of turn as the HF loop does. It has not run on a GPU yet; CI drives it
+through a stand-in vllm module.
 """
 
 from __future__ import annotations
@@ -246,7 +249,27 @@ class Generation(NamedTuple):
     finish: str  # "eos" | "length"
 
 
+def end_of_turn_ids(tokenizer) -> set[int]:
+    """The special token that closes an assistant turn in the tokenizer's chat template, which
+    need not be its EOS: Qwen2.5 base ends a turn with <|im_end|> but its eos is <|endoftext|>.
+    Found by rendering a two-turn chat and reading the first token after the assistant's text."""
+    if not getattr(tokenizer, "chat_template", None) or not hasattr(tokenizer, "apply_chat_template"):
+        return set()
+    probe = "mathliteendofturnprobe"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}],
+                                             tokenize=False)
+    except Exception:  # a template that refuses this chat: nothing to add
+        return set()
+    if probe not in text:
+        return set()
+    tail = tokenizer(text[text.rfind(probe) + len(probe):], add_special_tokens=False)["input_ids"]
+    special = set(getattr(tokenizer, "all_special_ids", ())) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    return {int(tail[0])} if tail and tail[0] in special else set()
+
+
 def _eos_ids(model, tokenizer) -> set[int]:
+    """EOS of the tokenizer and of the generation config, and the chat template's end of turn."""
     ids = set()
     for value in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
         if isinstance(value, int):
@@ -255,7 +278,7 @@ def _eos_ids(model, tokenizer) -> set[int]:
             ids.update(int(v) for v in value)
     if not ids:
         raise UserError("the tokenizer and the model's generation config name no EOS token")
-    return ids
+    return ids | end_of_turn_ids(tokenizer)
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -435,30 +458,96 @@ class HFEngine:
         return results
 
 
+# One vLLM engine per process: it takes most of the GPU's memory, so a second one (say for the
+# second split) would not fit, and the weights would load twice. Reused while its settings fit.
+_VLLM: dict[str, Any] = {"llm": None, "key": None}
+
+
+def _vllm_llm(key: dict):
+    """The process's LLM for `key` (model, dtype, max_model_len, LoRA rank): the cached one when it
+    was built with the same settings and at least this max_model_len, else a new one (the old one freed)."""
+    old = _VLLM["key"]
+    if _VLLM["llm"] is not None and old is not None and {**old, "max_model_len": 0} == {**key, "max_model_len": 0} \
+            and old["max_model_len"] >= key["max_model_len"]:
+        return _VLLM["llm"]
+    free_vllm()
+    from vllm import LLM
+
+    kwargs = {k: v for k, v in key.items() if v is not None and k != "max_lora_rank"}
+    if key.get("max_lora_rank"):
+        kwargs.update(enable_lora=True, max_lora_rank=key["max_lora_rank"])
+    _VLLM["llm"], _VLLM["key"] = LLM(**kwargs), dict(key)
+    return _VLLM["llm"]
+
+
+def free_vllm() -> None:
+    """Drop the process's vLLM engine and give its GPU memory back (e.g. before training)."""
+    if _VLLM["llm"] is None:
+        return
+    _VLLM["llm"], _VLLM["key"] = None, None
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# LoRA target layers vLLM serves for Qwen2/Llama-style models (q/k/v and gate/up are packed there)
+VLLM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def check_vllm_adapter(adapter: str | Path) -> int:
+    """What vLLM's LoRA loader accepts, checked before the engine starts; returns the rank.
+
+    peft 0.21 saves `target_modules` of an "all-linear" adapter as a list of fully qualified
+    module names. vLLM does not match that list: it reads the module names of the tensors in
+    adapter_model.safetensors and wants each one's last part in the model's LoRA-capable layers;
+    it refuses `modules_to_save` (a trained score or LM head) and DoRA. So those are checked here,
+    with one-line errors, from the tensors, as vLLM does."""
+    adapter = Path(adapter)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    if cfg.get("modules_to_save"):
+        raise UserError(f"{adapter}: vLLM cannot serve an adapter with modules_to_save {cfg['modules_to_save']}; "
+                        "use --backend hf")
+    if cfg.get("use_dora"):
+        raise UserError(f"{adapter}: vLLM cannot serve a DoRA adapter; use --backend hf")
+    from safetensors import safe_open
+
+    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as f:
+        names = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in f.keys() if ".lora_" in k}
+    odd = sorted(names - set(VLLM_LORA_MODULES))
+    if odd:
+        raise UserError(f"{adapter}: LoRA on {odd}, layers vLLM does not serve; use --backend hf")
+    return int(cfg["r"])
+
+
 class VLLMEngine:
     """The same units through vLLM (GPU only): one request per unit with the unit's seed,
     so that resumes draw the same samples; prefix caching shares the prompt's prefill.
-    Untested in CI (needs CUDA)."""
+    The engine is built once per process and reused (`_vllm_llm`); CI tests it with a stand-in
+    vllm module (no GPU there)."""
 
     name = "vllm"
 
-    def __init__(self, model_name: str, tokenizer, cfg: SamplingConfig, adapter: str | Path | None = None, batch_size: int = 1024):
-        from vllm import LLM  # first: fail early when absent
+    def __init__(self, model_name: str, tokenizer, cfg: SamplingConfig, adapter: str | Path | None = None,
+                 batch_size: int = 1024, max_model_len: int | None = None):
+        import vllm  # noqa: F401  first: fail early when absent
 
         self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, max(batch_size, 256)
-        lora_rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"] if adapter else None
-        dtype = str(models.compute_dtype()).removeprefix("torch.")  # float16 on T4-class cards
-        kwargs: dict[str, Any] = {"model": models.resolve_model(model_name), "seed": cfg.seed, "dtype": dtype,
-                                  "enable_prefix_caching": True}
+        lora_rank = check_vllm_adapter(adapter) if adapter else None
+        key: dict[str, Any] = {"model": models.resolve_model(model_name), "dtype": vllm_dtype(), "seed": 0,
+                               "enable_prefix_caching": True, "max_model_len": max_model_len, "max_lora_rank": None}
         if adapter:  # vLLM takes a LoRA rank from a fixed menu: the smallest that fits
-            rank = next((r for r in (8, 16, 32, 64, 128, 256) if r >= int(lora_rank)), int(lora_rank))
-            kwargs.update(enable_lora=True, max_lora_rank=rank)
-        self.llm = LLM(**kwargs)
+            key["max_lora_rank"] = next((r for r in (8, 16, 32, 64, 128, 256) if r >= lora_rank), lora_rank)
+        self.llm = _vllm_llm(key)
+        # per-request seeds decide the samples; the engine's own seed is fixed so the engine is shareable
+        self.stop_ids = sorted(end_of_turn_ids(tokenizer))
         self.lora = None
         if adapter:
             from vllm.lora.request import LoRARequest
 
-            self.lora = LoRARequest("adapter", 1, str(adapter))
+            # one id per adapter folder: vLLM caches adapters by id
+            self.lora = LoRARequest(f"adapter-{adapter_fingerprint(adapter)}", _lora_id(str(adapter)), str(adapter))
 
     def run(self, units: Sequence[Unit], on_step=None) -> list[Generation]:
         from vllm import SamplingParams
@@ -466,7 +555,8 @@ class VLLMEngine:
         cfg = self.cfg
         params = [
             SamplingParams(
-                n=1, max_tokens=cfg.max_new_tokens, stop=list(cfg.stop or ()), skip_special_tokens=True,
+                n=1, max_tokens=cfg.max_new_tokens, stop=list(cfg.stop or ()), stop_token_ids=self.stop_ids,
+                skip_special_tokens=True,
                 **({"temperature": 0.0} if u.seed is None else {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": u.seed}),
             )
             for u in units
@@ -480,6 +570,18 @@ class VLLMEngine:
             if on_step:
                 on_step(len(c.token_ids))
         return results
+
+
+_LORA_IDS: dict[str, int] = {}
+
+
+def _lora_id(path: str) -> int:
+    return _LORA_IDS.setdefault(path, len(_LORA_IDS) + 1)
+
+
+def vllm_dtype() -> str:
+    """The dtype vLLM serves the base model in: the compute dtype (float16 on a T4)."""
+    return str(models.compute_dtype()).removeprefix("torch.")
 
 
 def vllm_usable() -> bool:
@@ -645,6 +747,7 @@ def sample_problems(
     adapter: str | Path | None = None,
     batch_size: int = 64,
     backend: str = "auto",
+    max_model_len: int | None = None,
     share_prefill: bool = True,
     progress: bool = True,
     desc: str = "sampling",
@@ -660,6 +763,8 @@ def sample_problems(
     model_id / adapter: recorded as the model identity (in the config hash); the LoRA
         weights of a loaded PeftModel are hashed either way.
     batch_size: sequences per batch (HF backend); a throughput knob, not in the hash.
+    max_model_len: vLLM's context length (at least the longest prompt + max_new_tokens; pass the
+        largest over several calls so that they share one engine).
     """
     cfg = config or SamplingConfig()
     if backend not in ("auto", "hf", "vllm"):
@@ -676,7 +781,7 @@ def sample_problems(
         tokenizer = tokenizer or models.load_tokenizer(name)
         use_vllm = backend == "vllm" or (backend == "auto" and vllm_usable())
         if use_vllm:  # the engine (slow to start) is made after the output checks
-            identity = {"name": model_id or name, "weights": "vllm-" + str(models.compute_dtype()).removeprefix("torch."),
+            identity = {"name": model_id or name, "weights": "vllm-" + vllm_dtype(),
                         "adapter": str(adapter) if adapter else None,
                         "adapter_sha": adapter_fingerprint(adapter) if adapter else None}
         else:
@@ -720,13 +825,17 @@ def sample_problems(
         meta.update(
             created=(old_meta or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
             backends=sorted(set((old_meta or {}).get("backends", [])) | {"vllm" if use_vllm else "hf"}),
+            # what the base ran as: vLLM serves it unquantized in the compute dtype, the HF path as loaded (NF4 on GPU)
+            backend="vllm" if use_vllm else "hf", base_precision=identity["weights"].removeprefix("vllm-"),
             versions=versions(), machine=machine(), complete=False,
         )
         atomic_write_json(paths.meta, meta)
 
         prompt_ids = {p.id: _encode(tokenizer, build(p)) for p in problems}
-        if use_vllm:
-            engine = VLLMEngine(str(model), tokenizer, cfg, adapter=adapter, batch_size=batch_size)
+        if use_vllm:  # context for the longest prompt + max_new_tokens (vLLM's default is the model's 128k)
+            need = max((len(v) for v in prompt_ids.values()), default=0) + cfg.max_new_tokens
+            engine = VLLMEngine(str(model), tokenizer, cfg, adapter=adapter, batch_size=batch_size,
+                                max_model_len=max(max_model_len or 0, need))
         else:
             engine = HFEngine(model, tokenizer, cfg, batch_size=batch_size, share_prefill=share_prefill)
         batches = plan_batches(problems, prompt_ids, cfg, engine.batch_size)
@@ -852,6 +961,7 @@ __all__ = [
     "SCHEMA_VERSION", "FINISH_REASONS", "RECORD_FIELDS", "SamplingConfig", "OutputPaths", "output_paths", "unit_seed",
     "validate_record", "read_samples", "read_problems", "metric_records",
     "model_identity", "adapter_fingerprint", "prompt_fingerprint",
-    "Unit", "Generation", "plan_batches", "HFEngine", "VLLMEngine", "vllm_usable", "generation_mode", "grade",
+    "Unit", "Generation", "plan_batches", "HFEngine", "VLLMEngine", "vllm_usable", "free_vllm", "check_vllm_adapter",
+    "end_of_turn_ids", "generation_mode", "grade",
     "sample_problems", "greedy_accuracy", "summarize", "print_summary",
 ]

@@ -122,9 +122,15 @@ def finished_training(sft, ckpt: str) -> bool:
 
 def common_training_args(out_dir: str | Path, *, lr: float, batch_size: int, grad_accum: int, max_steps: int,
                          epochs: float, seed: int, save_steps: int, log_steps: int, warmup_ratio: float = 0.03) -> dict:
-    """TrainingArguments fields shared by the recipes; GPU-only options switched on only on GPU."""
+    """TrainingArguments fields shared by the recipes; GPU-only options switched on only on GPU.
+    MATHLITE_GPU_PATH=1 takes the GPU presets' options (paged 8-bit AdamW, gradient checkpointing)
+    on CPU too, so that CI rehearses that path (bitsandbytes' paged optimizer falls back on CPU)."""
+    from .models import cuda_bf16
+    from .models import gpu_path as _gpu_path
+
     on_gpu = torch.cuda.is_available()
-    bf16 = on_gpu and torch.cuda.is_bf16_supported()
+    gpu_path = _gpu_path()
+    bf16 = cuda_bf16()  # compute capability >= 8.0; a T4 trains in fp16
     return dict(
         output_dir=str(out_dir),
         learning_rate=lr,
@@ -145,14 +151,27 @@ def common_training_args(out_dir: str | Path, *, lr: float, batch_size: int, gra
         bf16=bf16,
         fp16=on_gpu and not bf16,  # T4: no bf16
         # paged 8-bit AdamW keeps optimizer state small and spills to CPU memory on spikes (needs CUDA)
-        optim="paged_adamw_8bit" if on_gpu else "adamw_torch",
-        gradient_checkpointing=on_gpu,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if on_gpu else None,
+        optim="paged_adamw_8bit" if gpu_path else "adamw_torch",
+        gradient_checkpointing=gpu_path,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gpu_path else None,
         dataloader_num_workers=0,
         use_cpu=not on_gpu,
         include_num_input_tokens_seen="non_padding",
         save_only_model=False,
     )
+
+
+def one_device(args):
+    """Train on one device per process. On a host with several GPUs and no launcher, transformers
+    sets n_gpu to the device count; the Trainer then wants nn.DataParallel (TRL's trainers refuse
+    it) and multiplies the batch size. The model sits on one card (models.load_model's
+    device_map), so this process uses that one: n_gpu = 1. Under `accelerate launch` (one process
+    per GPU) n_gpu is already 1. Returns `args`."""
+    if args.n_gpu > 1 and args.world_size == 1:  # reading n_gpu sets up the device first
+        print(f"[trainer] {args.n_gpu} GPUs visible: this process trains on {args.device} only; for all of them, "
+              "use accelerate launch --num_processes N (or pick one with CUDA_VISIBLE_DEVICES)")
+        args._n_gpu = 1
+    return args
 
 
 def quiet_libraries() -> None:

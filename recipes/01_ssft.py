@@ -11,7 +11,8 @@ before and after training, so you can see that it learned.
 
 Needs: cpu preset 9.5 min on 2 CPU cores (measured: 7.3 min of training + two 1-min greedy checks;
 135M model, synthetic levels 1-3; greedy 6.7% -> 30.0% on 60 held-out problems);
-t4 ~1.5B model in 4-bit, ~10 GB; a100 7B model in 4-bit, ~20 GB at seq 1024.
+t4 ~1.5B model in 4-bit, ~10 GB (estimate); a100 7B model in 4-bit: 5.2 GiB of weights (README, GPU memory)
+plus activations and logits, not measured yet.
 Writes runs/<preset>/ssft/: adapter/ (PeftModel.from_pretrained loads it), config.json,
 metrics.json, manifest.json. Interrupted? Rerun the same command: it resumes from the last checkpoint.
 """
@@ -143,14 +144,14 @@ def main(argv):
             metrics["greedy_before"] = greedy_check(model, tok, held_out, cfg, "before")
     metrics["seconds_eval_before"] = t_before["seconds"]
 
-    args = SFTConfig(
+    args = trainer.one_device(SFTConfig(
         **trainer.common_training_args(out / "checkpoints", lr=cfg.lr, batch_size=cfg.batch_size,
                                        grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, epochs=cfg.epochs,
                                        seed=cfg.seed, save_steps=cfg.save_steps, log_steps=cfg.log_steps),
         max_length=cfg.max_length,
         completion_only_loss=True,  # the loss is on the solution, not on the problem statement
         packing=False,
-    )
+    ))
     sft = SFTTrainer(
         model=model,
         args=args,
@@ -160,6 +161,7 @@ def main(argv):
         callbacks=[trainer.ProgressCallback("SSFT")],
     )
     trainer.drop_printer(sft)
+    models.settle_trainable_dtypes(sft.model)  # after TRL's bf16 cast of a 4-bit model's LoRA (fp32 on a T4)
     ckpt = trainer.resume_checkpoint(out / "checkpoints", "[01]")
     with runs.timer() as t_train:
         if ckpt and trainer.finished_training(sft, ckpt):

@@ -97,7 +97,7 @@ def load_generator(model_name: str, adapter: str | None):
             raise runs.UserError(f"{e}; pass " + (f"--model {made_for}" if made_for else "the --model it was made for")
                                  + " or another --adapter") from None
         model_id = str(samples.ModelId(model_name, sampling.adapter_fingerprint(adapter)))
-        if not models.has_cuda():
+        if not models.gpu_path():
             # bf16 on CPU: folding LoRA into the weights removes its extra matmuls from every decode step
             model = model.merge_and_unload()
     model.eval()
@@ -160,12 +160,18 @@ def main(argv):
     print(f"[02] {model_id}{' (vLLM)' if use_vllm else ''}{shots} -> {out}")
 
     summaries = {}
+    # vLLM: one engine for every split, its context sized for the longest prompt of all of them
+    longest = max(len(tok(data.build_prompt(tok, p.question, fewshot), add_special_tokens=False)["input_ids"])
+                  for ps in problems.values() for p in ps) if use_vllm else 0
     for split, ps in problems.items():
         summary = sampling.sample_problems(model, tok, ps, out / f"samples-{split}.jsonl", scfg, fewshot=fewshot,
                                            model_id=model_id, adapter=adapter, batch_size=cfg.batch_size,
-                                           desc=f"sampling {split}", backend="vllm" if use_vllm else "hf")
+                                           desc=f"sampling {split}", backend="vllm" if use_vllm else "hf",
+                                           max_model_len=longest + cfg.max_new_tokens + 1 if use_vllm else None)
         sampling.print_summary(summary, title=f"{split}: {len(ps)} problems x (greedy + {cfg.n} samples)")
         summaries[split] = summary
+    if use_vllm:
+        sampling.free_vllm()
     runs.atomic_write_json(out / "summary.json", summaries)
     runs.write_manifest(out, cfg, complete=True, stage="samples", model=model_id, adapter=adapter, data=dataset,
                         data_fingerprint={s: data.fingerprint(ps) for s, ps in problems.items()},

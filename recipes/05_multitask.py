@@ -171,6 +171,7 @@ def free_memory() -> None:
 
     import torch
 
+    sampling.free_vllm()  # a vLLM engine of the samples stages holds most of the GPU
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -325,18 +326,19 @@ def stage_generator(cfg, ctx: dict, name: str, init_adapter: Path, init_fp: str,
     model = models.load_model(ctx["base"], quant=ctx["quant"], for_training=True)
     model = models.load_adapter(model, init_adapter, trainable=True)
     problems, by_id, _, val_ex = ctx["val"]
-    args = SFTConfig(
+    args = trainer.one_device(SFTConfig(
         **trainer.common_training_args(out / "checkpoints", lr=lr, batch_size=batch_size,
                                        grad_accum=ssft["grad_accum"], max_steps=cfg.gen2_steps, epochs=1.0,
                                        seed=cfg.seed, save_steps=cfg.save_steps, log_steps=cfg.log_steps),
         max_length=ssft["max_length"],
         completion_only_loss=True,  # as in recipe 01: the loss is on the solution only
         packing=False,
-    )
+    ))
     # a PeftModel and no peft_config: TRL trains the adapter it is given instead of making a new one
     sft = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tok,
                      callbacks=[trainer.ProgressCallback(name)])
     trainer.drop_printer(sft)
+    models.settle_trainable_dtypes(sft.model)
     ckpt = trainer.resume_checkpoint(out / "checkpoints", "[05]")
     with clock() as t:
         if ckpt and trainer.finished_training(sft, ckpt):  # killed after training: no extra step
@@ -358,28 +360,54 @@ def stage_generator(cfg, ctx: dict, name: str, init_adapter: Path, init_fp: str,
     return metrics
 
 
+def sampling_backend(test_samples: Path, meta: dict) -> str:
+    """The backend that made recipe 02's test samples, which 05 then uses for its own generators:
+    vLLM serves an unquantized base, the HF path a 4-bit one on GPU, so rows sampled by the two
+    are not comparable. Refused: a file made by both, or a vLLM file where vLLM is not usable."""
+    backends = sorted(meta.get("backends") or ["hf"])
+    if len(backends) > 1:
+        raise runs.UserError(f"{test_samples}: sampled partly with each of {backends} (different base precisions); "
+                             "rerun recipes/02_sample.py into a fresh --out with one --backend")
+    if backends[0] == "vllm" and not sampling.vllm_usable():
+        raise runs.UserError(f"{test_samples}: sampled with vLLM ({meta.get('base_precision', '?')} base); the other "
+                             "generators must be sampled the same way, which needs vllm and a GPU here "
+                             "(or rerun recipes/02_sample.py with --backend hf)")
+    return backends[0]
+
+
 def stage_samples(cfg, ctx: dict, label: str, adapter: Path) -> dict:
-    """The test samples of one generator, exactly as recipe 02 makes them (its generator loading,
-    the run's sampling config, problems and per-sample seeds)."""
+    """The test samples of one generator, exactly as recipe 02 makes them (its generator loading or
+    its vLLM backend, the run's sampling config, problems and per-sample seeds)."""
     out = ctx["out"] / f"samples-{label}"
     fp = sampling.adapter_fingerprint(adapter)
-    key = {"stage": "samples", "adapter": fp, "config": dataclasses.asdict(ctx["scfg"]), "problems": ctx["problems_fp"]}
+    vllm = ctx.get("backend") == "vllm"
+    key = {"stage": "samples", "adapter": fp, "config": dataclasses.asdict(ctx["scfg"]), "problems": ctx["problems_fp"],
+           **({"backend": "vllm"} if vllm else {})}
     done = begin_stage(out, key)
     if done:
         print(f"[05] samples of the {label} generator already complete: {out}")
         return {**done["summary"], **done["timings"]}
     shutil.rmtree(ctx["out"] / "report" / label, ignore_errors=True)  # its scores belong to the old samples
-    model, tok, model_id = ctx["recipe02"].load_generator(ctx["base"], str(adapter))
+    if vllm:
+        model, tok, model_id = ctx["base"], ctx["tok"], f"{ctx['base']}+lora:{fp}"
+        weights = "vllm-" + sampling.vllm_dtype()
+    else:
+        model, tok, model_id = ctx["recipe02"].load_generator(ctx["base"], str(adapter))
+        weights = sampling.model_identity(model)["weights"]
+    if ctx.get("ssft_weights") and weights != ctx["ssft_weights"]:
+        raise runs.UserError(f"{ctx['test_samples']}: the SSFT row was sampled from a {ctx['ssft_weights']} base, this "
+                             f"generator would be sampled from a {weights} one; rerun recipes/02_sample.py here first")
     with clock() as t:
         summary = sampling.sample_problems(model, tok, ctx["problems"], out / "samples-test.jsonl", ctx["scfg"],
                                            model_id=model_id, adapter=str(adapter), batch_size=cfg.batch_size,
-                                           desc=f"sampling test ({label})")
+                                           desc=f"sampling test ({label})", backend="vllm" if vllm else "hf")
     sampling.print_summary(summary, title=f"{label}: {len(ctx['problems'])} problems x (greedy + {ctx['scfg'].n})")
     runs.atomic_write_json(out / "summary.json", summary)
     finish_stage(out, cfg, key, stage=f"multitask/samples-{label}", model=model_id, adapter=str(adapter),
                  summary=summary, timings=t)
     del model
-    free_memory()
+    if not vllm:  # the vLLM engine stays for the next generator's samples (sampling.free_vllm drops it)
+        free_memory()
     return {**summary, **t}
 
 
@@ -529,6 +557,8 @@ def main(argv):
         "train_id": {"config": train_meta.get("config_hash"), "problems": data.fingerprint(val[0].values()),
                      "records": sum(len(e["samples"]) + (e["greedy"] is not None) for e in val[1].values())},
         "problems": problems, "problems_fp": data.fingerprint(problems), "scfg": scfg,
+        "backend": sampling_backend(test_samples, test_meta),
+        "ssft_weights": (test_meta.get("model") or {}).get("weights"),
         "val": val,
         # recipe 01's training records, built only if a generator stage has to run
         "records": functools.cache(lambda: data.prompt_completion_records(
@@ -548,6 +578,7 @@ def main(argv):
             if cfg.control else None
         s_mt = stage_samples(cfg, ctx, "multitask", out / "stage2_generator")
         s_ct = stage_samples(cfg, ctx, "control", out / "control_generator") if cfg.control else None
+        free_memory()  # and the vLLM engine, if any: scoring comes next
         samples = {"ssft": ssft_samples(ctx), "multitask": out / "samples-multitask" / "samples-test.jsonl"}
         if cfg.control:
             samples["control"] = out / "samples-control" / "samples-test.jsonl"

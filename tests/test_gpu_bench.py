@@ -1,9 +1,10 @@
 """bench/gpu_bench.py in --tiny mode on CPU: every measurement's code path (random-weight 4-bit
-conversion, QLoRA and bf16 LoRA steps, generate, the seq-cls evaluator), the JSON it writes,
-failure isolation and the time budget. The real run needs a GPU (bench/GPU.md)."""
+conversion, recipe 01's SFTTrainer path, recipe 02's decode loop, recipe 03's scorer), the JSON it
+writes, failure isolation and the time budget. The real run needs a GPU (bench/GPU.md)."""
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_bench.py"
-ALL = ["qlora_train", "bf16_lora_train", "generate_4bit", "evaluator_4bit", "generate_4bit_lora"]
+ALL = ["ssft_train", "decode", "score"]
 
 pytest.importorskip("bitsandbytes")
 pytest.importorskip("peft")
@@ -40,39 +41,43 @@ def test_tiny_run_measures_everything(tmp_path):
     m = r["measurements"]
     assert list(m) == ALL
     assert all(v["status"] == "ok" for v in m.values()), {k: v["status"] for k, v in m.items()}
+    layers = r["model"]["num_hidden_layers"]
+    t = m["ssft_train"]
+    # the recipe's trainer options on the GPU path (paged AdamW falls back to unpaged on CPU)
+    assert t["optimizer"] == "paged_adamw_8bit" and t["gradient_checkpointing"] is True
+    assert t["tokens_per_s"] > 0 and t["steps_timed"] >= 1 and t["lora_b_updated"] is True
+    assert t["lora_layers"] == 7 * layers and t["linear4bit_layers"] == 7 * layers  # all-linear, heads kept
+    d = m["decode"]
+    assert d["new_tokens"] > 0 and d["new_tokens_per_s"] > 0 and d["batch"] == 4 and d["prompts"] == 2
+    assert m["score"]["tokens_per_s"] > 0 and m["score"]["score_head_dtype"] == "float32"
+    assert set(r["summary"]) == set(ALL)
+    assert "measurement" in proc.stdout  # the table
 
-    for name in ("qlora_train", "bf16_lora_train"):
-        t = m[name]
-        assert t["tokens_per_s"] > 0 and t["steps_timed"] >= 1
-        assert t["lora_b_updated"] is True  # gradients reached every LoRA layer
-        assert t["lora_layers"] == 7 * r["model"]["num_hidden_layers"]  # all-linear, lm_head excluded
-    # 4-bit: every linear of every decoder layer quantized (7 per layer), heads kept
-    assert m["qlora_train"]["linear4bit_layers"] == 7 * r["model"]["num_hidden_layers"]
-    assert "linear4bit_layers" not in m["bf16_lora_train"]
-    for name in ("generate_4bit", "generate_4bit_lora"):
-        g = m[name]
-        assert g["new_tokens"] == g["new_tokens_requested"]  # exact count: EOS cannot stop it early
-        assert g["new_tokens_per_s"] > 0
-    assert m["evaluator_4bit"]["solutions_per_s"] > 0
-    assert r["summary"]["qlora_over_bf16_tokens_per_s"] > 0
-    assert "QLoRA / bf16 LoRA" in proc.stdout and "measurement" in proc.stdout  # the table
+
+def test_full_size_shapes_are_the_recipes_a100_presets():
+    gb = _load_module()
+    s = gb.Shapes.from_presets()
+    assert (s.batch_size, s.grad_accum, s.seq_len, s.lora_r, s.lora_alpha) == (8, 2, 1024, 64, 128)
+    assert (s.gen_batch, s.gen_n, s.eval_batch) == (128, 64, 16)
 
 
 def test_failure_is_isolated_and_budget_skips(tmp_path, monkeypatch):
     gb = _load_module()
     threads = torch.get_num_threads()
+    before = os.environ.get("MATHLITE_GPU_PATH")
 
     def boom(*a, **k):
         raise RuntimeError("simulated CUDA out of memory")
 
-    monkeypatch.setattr(gb, "measure_generate", boom)
+    monkeypatch.setattr(gb, "measure_decode", boom)
     try:
-        r = gb.run(gb.parse_args(["--tiny", "--out", str(tmp_path / "a.json"), "--only", "generate_4bit,evaluator_4bit"]))
+        r = gb.run(gb.parse_args(["--tiny", "--out", str(tmp_path / "a.json"), "--only", "decode,score"]))
         saved = json.loads((tmp_path / "a.json").read_text())
-        assert saved["measurements"]["generate_4bit"]["status"].startswith("error: RuntimeError: simulated")
-        assert "traceback_tail" in saved["measurements"]["generate_4bit"]
-        assert saved["measurements"]["evaluator_4bit"]["status"] == "ok"
+        assert saved["measurements"]["decode"]["status"].startswith("error: RuntimeError: simulated")
+        assert "traceback_tail" in saved["measurements"]["decode"]
+        assert saved["measurements"]["score"]["status"] == "ok"
         assert r["measurements"] == saved["measurements"]
+        assert os.environ.get("MATHLITE_GPU_PATH") == before  # the CPU rehearsal switch is put back
 
         gb.run(gb.parse_args(["--tiny", "--out", str(tmp_path / "b.json"), "--budget-s", "0"]))
         skipped = json.loads((tmp_path / "b.json").read_text())["measurements"]

@@ -246,10 +246,28 @@ def test_notebook_command_is_valid(where, recipe, args):
 
 
 def test_bash_scripts_exist():
-    scripts = find_scripts(load_notebook())
-    assert any(s == "scripts/setup.sh" for _, s in scripts), "the notebook must run scripts/setup.sh"
-    for where, script in scripts:
+    for where, script in find_scripts(load_notebook()):
         assert (ROOT / script).is_file(), f"{where}: {script} does not exist"
+
+
+def test_notebook_installs_only_what_the_recipes_need():
+    """requirements.txt and mathlite with --no-deps; never requirements-dev.txt (its ipython>=8 fights
+    Colab's pinned IPython, and its test tools are not needed), nor scripts/setup.sh (which installs it)."""
+    code = "\n".join(cell_text(c) for c in load_notebook()["cells"] if c["cell_type"] == "code")
+    pip = [line.strip() for line in code.splitlines() if re.search(r"\bpip3?\s+install\b", line)]
+    assert any(re.search(r"-r\s+requirements\.txt\b", line) for line in pip), pip
+    assert any("--no-deps" in line.split() and line.split()[-1] == "." and "-e" in line.split() for line in pip), pip
+    assert "requirements-dev" not in code and "scripts/setup.sh" not in code
+    dev_only = {"pytest", "hypothesis", "nbformat", "ipython", "math-verify"}
+    needed = {re.split(r"[<>=\s#]", line.strip())[0].lower() for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    assert not needed & dev_only, needed & dev_only
+
+
+def test_gpu_check_cell_uses_compute_capability():
+    """torch.cuda.is_bf16_supported() says True on a T4 (emulated bf16): the check reads the capability."""
+    code = "\n".join(cell_text(c) for c in load_notebook()["cells"] if c["cell_type"] == "code")
+    assert "is_bf16_supported" not in code and "get_device_capability() >= (8, 0)" in code
 
 
 # ---------------------------------------------------------------------------- the checker itself

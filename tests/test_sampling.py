@@ -433,3 +433,122 @@ def test_recipe02_hands_the_model_name_to_vllm_when_usable(tmp_path, monkeypatch
     monkeypatch.setattr(sampling, "vllm_usable", lambda: False)
     with pytest.raises(UserError, match="--backend vllm needs"):
         recipe.main(args + ["--backend", "vllm"])
+
+
+# ---------------------------------------------------------------------------- vLLM through a stand-in module
+
+
+class _FakeLLM:
+    """Stands in for vllm.LLM: records how it was built and what it was asked; writes "\\boxed{4}"."""
+
+    built: list[dict] = []
+
+    def __init__(self, **kwargs):
+        _FakeLLM.built.append(kwargs)
+        self.kwargs = kwargs
+        self.requests = []
+
+    def generate(self, prompts, params, lora_request=None, use_tqdm=False):
+        self.requests.append((prompts, params, lora_request))
+        out = SimpleNamespace(text="\\boxed{4}", token_ids=[1, 2, 3], finish_reason="stop")
+        return [SimpleNamespace(outputs=[out]) for _ in prompts]
+
+
+def _fake_vllm(monkeypatch):
+    import types
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM = _FakeLLM
+    vllm.SamplingParams = lambda **kw: SimpleNamespace(**kw)
+    lora_mod = types.ModuleType("vllm.lora")
+    req_mod = types.ModuleType("vllm.lora.request")
+    req_mod.LoRARequest = lambda name, id_, path: SimpleNamespace(name=name, id=id_, path=path)
+    for name, mod in (("vllm", vllm), ("vllm.lora", lora_mod), ("vllm.lora.request", req_mod)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    _FakeLLM.built = []
+    monkeypatch.setattr(sampling, "_VLLM", {"llm": None, "key": None})
+
+
+def _chatml_tokenizer():
+    tok = models.load_tokenizer(models.OFFLINE_MODEL)  # SmolLM2: ChatML, <|im_end|> is its eos
+    tok.eos_token = "<|endoftext|>"  # as Qwen2.5 base: end of turn != eos
+    return tok
+
+
+def _save_adapter(folder, modules_to_save=None):
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "r": 12, "lora_alpha": 24, "modules_to_save": modules_to_save, "use_dora": False,
+        # peft 0.21 writes an all-linear adapter's targets as fully qualified names
+        "target_modules": ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj"]}))
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.ones(12, 8),
+               "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight": torch.ones(8, 12)},
+              str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+def test_vllm_engine_once_per_process_with_context_and_end_of_turn(tmp_path, monkeypatch):
+    _fake_vllm(monkeypatch)
+    tok = _chatml_tokenizer()
+    adapter = _save_adapter(tmp_path / "adapter")
+    problems = [_problem(f"v{i}", "4") for i in range(3)]
+    cfg = sampling.SamplingConfig(n=2, max_new_tokens=50, seed=1)
+    name = str(models.offline_model_path(verbose=False))
+    for split in ("train", "test"):
+        summary = sampling.sample_problems(name, tok, problems, tmp_path / f"samples-{split}.jsonl", cfg, adapter=adapter,
+                                           backend="vllm", max_model_len=400, progress=False)
+        assert summary["greedy_accuracy"] == 1.0
+    assert len(_FakeLLM.built) == 1, "one engine for both splits"
+    built = _FakeLLM.built[0]
+    assert built["max_model_len"] == 400 and built["enable_lora"] and built["max_lora_rank"] == 16
+    assert built["dtype"] == "bfloat16"
+    llm = sampling._VLLM["llm"]
+    prompts, params, lora = llm.requests[-1]
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    assert all(p.stop_token_ids == [eot] for p in params) and eot != tok.eos_token_id
+    assert lora.path == str(adapter)
+    meta = json.loads((tmp_path / "samples-test.meta.json").read_text())
+    assert meta["backend"] == "vllm" and meta["base_precision"] == "bfloat16" and meta["backends"] == ["vllm"]
+    # a longer context than the engine has: a new engine, the old one dropped
+    sampling.sample_problems(name, tok, problems, tmp_path / "samples-long.jsonl", cfg, adapter=adapter,
+                             backend="vllm", max_model_len=800, progress=False)
+    assert len(_FakeLLM.built) == 2 and sampling._VLLM["llm"].kwargs["max_model_len"] == 800
+    sampling.free_vllm()
+    assert sampling._VLLM["llm"] is None
+    # the context is never below the longest prompt + max_new_tokens
+    sampling.sample_problems(name, tok, problems, tmp_path / "samples-auto.jsonl", cfg, backend="vllm", progress=False)
+    longest = max(len(sampling._encode(tok, sampling._prompt_fn(tok, None, ())(p))) for p in problems)
+    assert _FakeLLM.built[-1]["max_model_len"] == longest + 50
+
+
+def test_vllm_refuses_adapters_it_cannot_serve(tmp_path):
+    assert sampling.check_vllm_adapter(_save_adapter(tmp_path / "ok")) == 12
+    with pytest.raises(UserError, match="modules_to_save"):
+        sampling.check_vllm_adapter(_save_adapter(tmp_path / "head", modules_to_save=["score"]))
+
+
+def test_end_of_turn_is_a_stop_token_of_the_hf_loop():
+    tok = _chatml_tokenizer()
+    eos = sampling._eos_ids(SimpleNamespace(generation_config=None), tok)
+    assert {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} == eos
+    assert sampling.end_of_turn_ids(CharTokenizer()) == set()  # no chat template: nothing added
+
+
+def test_recipe05_refuses_mixed_or_unavailable_backends(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recipe05_backend", REPO / "recipes" / "05_multitask.py")
+    recipe = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, recipe)
+    spec.loader.exec_module(recipe)
+    f = tmp_path / "samples-test.jsonl"
+    assert recipe.sampling_backend(f, {"backends": ["hf"]}) == "hf"
+    with pytest.raises(UserError, match="partly with each"):
+        recipe.sampling_backend(f, {"backends": ["hf", "vllm"]})
+    monkeypatch.setattr(sampling, "vllm_usable", lambda: False)
+    with pytest.raises(UserError, match="sampled with vLLM"):
+        recipe.sampling_backend(f, {"backends": ["vllm"], "base_precision": "bfloat16"})
+    monkeypatch.setattr(sampling, "vllm_usable", lambda: True)
+    assert recipe.sampling_backend(f, {"backends": ["vllm"]}) == "vllm"
