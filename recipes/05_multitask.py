@@ -389,7 +389,7 @@ def stage_samples(cfg, ctx: dict, label: str, adapter: Path) -> dict:
         return {**done["summary"], **done["timings"]}
     shutil.rmtree(ctx["out"] / "report" / label, ignore_errors=True)  # its scores belong to the old samples
     if vllm:
-        model, tok, model_id = ctx["base"], ctx["tok"], f"{ctx['base']}+lora:{fp}"
+        model, tok, model_id = ctx["base"], ctx["tok"], str(sample_store.ModelId(ctx['base'], fp))
         weights = "vllm-" + sampling.vllm_dtype()
     else:
         model, tok, model_id = ctx["recipe02"].load_generator(ctx["base"], str(adapter))
