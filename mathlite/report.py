@@ -29,13 +29,13 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from mathlite.errors import ResultsError
+from mathlite.files import atomic_write
 from mathlite.metrics import Curves, MethodStats
 from mathlite.select import method_label
 
@@ -46,8 +46,14 @@ Stats = Mapping[str, MethodStats]
 # Formatting helpers
 # ---------------------------------------------------------------------------
 
+def fmt(x: float | None, spec: str = ".3f", missing: str = "-", scale: float = 1) -> str:
+    """`x` (times `scale`) formatted with `spec`; `missing` for None and NaN. The one number
+    formatter of the tables, summaries and model cards."""
+    return missing if x is None or x != x else format(x * scale, spec)
+
+
 def _pct(x: float | None, digits: int = 1) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:.{digits}f}"
+    return fmt(x, f".{digits}f", "n/a", 100)
 
 
 def _ci(s: MethodStats) -> str:
@@ -55,7 +61,7 @@ def _ci(s: MethodStats) -> str:
 
 
 def _tokens(x: float) -> str:
-    return "n/a" if x != x else f"{x:,.0f}"
+    return fmt(x, ",.0f", "n/a")
 
 
 def make_title(meta: Mapping[str, Any] | None = None, stats: Stats | None = None) -> str:
@@ -132,24 +138,8 @@ def print_comparison(runs: Mapping[str, Stats], title: str | None = None, consol
 # Files
 # ---------------------------------------------------------------------------
 
-def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call write(tmp_path), then move tmp_path over `path` in one os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private (0600); results are meant to be shared
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _write_text(path: str | Path, text: str) -> Path:
-    return _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _json_safe(obj: Any) -> Any:
@@ -176,9 +166,8 @@ def comparison_markdown(runs: Mapping[str, Stats]) -> str:
 
 def evaluator_sentence(q: Mapping[str, Any]) -> str:
     """One line on the evaluator's separation of right and wrong test samples (metrics.evaluator_quality)."""
-    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    return (f"Evaluator on these test samples: AUC {f(q.get('auc'))} over {q['solutions']} solutions "
-            f"({100 * q['correct_share']:.1f}% correct); within-problem AUC {f(q.get('within_problem_auc'))} "
+    return (f"Evaluator on these test samples: AUC {fmt(q.get('auc'))} over {q['solutions']} solutions "
+            f"({100 * q['correct_share']:.1f}% correct); within-problem AUC {fmt(q.get('within_problem_auc'))} "
             f"(mean over the {q['mixed_problems']} problems with both right and wrong samples; 0.5 = no skill).")
 
 
@@ -218,10 +207,6 @@ def results_csv(stats: Stats, breakdowns: Mapping[str, Mapping[Any, Stats]] | No
     return buf.getvalue()
 
 
-class ResultsError(ValueError):
-    """A results.json that cannot be read; the message is one line naming the file."""
-
-
 def load_results(path: str | Path) -> tuple[dict, dict[str, MethodStats]]:
     """(meta, {method: MethodStats}) from a results.json written by `write_report`.
     Raises ResultsError (one line naming the file) for a missing, unreadable or foreign file."""
@@ -258,7 +243,7 @@ def _figure(width: float, height: float, ncols: int = 1):
 
 
 def _save(fig, path: str | Path) -> Path:
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=130))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=130))
 
 
 DEFAULT_CURVE_METHODS = re.compile(r"^(greedy|maj1|rr_all|rr_maj\d+|w_rr|pass_n)$")

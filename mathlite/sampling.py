@@ -35,7 +35,7 @@ Each batch is appended, flushed and fsync'ed as a whole. Killed at any moment (k
 included), a rerun of the same call reads what is there, truncates a half-written last
 line, and generates only the missing (id, k) units: nothing is lost or duplicated. The
 samples file is flock'ed while a run writes, so two concurrent runs cannot interleave.
-A rerun whose config hash differs from the meta's is refused (`runs.UserError`, one line
+A rerun whose config hash differs from the meta's is refused (`errors.UserError`, one line
 naming the file) instead of silently mixing two configurations; more problems may be
 added to an existing output (same config), and are sampled on resume.
 
@@ -91,7 +91,8 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 import torch
 
 from . import models
-from .runs import UserError, atomic_write_json, config_hash, machine, versions
+from .errors import UserError
+from .files import atomic_write_json, config_hash, machine, versions
 
 SCHEMA_VERSION = 1
 FINISH_REASONS = ("eos", "length")
