@@ -29,6 +29,8 @@ import os
 import random
 import re
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence, get_args
@@ -113,9 +115,6 @@ def hub_reachable(repo_id: str | None = None, timeout: float = 3.0) -> bool:
     """
     if any(os.environ.get(v, "").lower() in _OFFLINE_VALUES for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         return False
-    import urllib.error
-    import urllib.request
-
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     url = f"{endpoint}/api/datasets/{repo_id}" if repo_id else endpoint
     result: list[bool] = []

@@ -34,6 +34,9 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from rich.console import Console
+from rich.table import Table
+
 from mathlite.errors import ResultsError
 from mathlite.files import atomic_write
 from mathlite.metrics import Curves, MethodStats
@@ -91,9 +94,6 @@ def _row(s: MethodStats) -> list[str]:
 
 def print_table(stats: Stats, title: str | None = None, console=None) -> None:
     """The headline table: method, accuracy, 95% CI, evaluator cost, tokens scored."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     table = Table(title=title)
     for i, name in enumerate(HEADER):
@@ -121,9 +121,6 @@ def comparison_rows(runs: Mapping[str, Stats]) -> tuple[list[str], list[list[str
 
 
 def print_comparison(runs: Mapping[str, Stats], title: str | None = None, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     header, rows = comparison_rows(runs)
     table = Table(title=title or "Accuracy (%) [95% CI] per run")

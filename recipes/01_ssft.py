@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # light imports only: a bad flag or path is reported in seconds (transformers/trl load after the checks)
-from mathlite import data, models, report, runs
+from mathlite import data, models, report, runs, sampling
 
 
 @dataclass
@@ -71,8 +71,6 @@ PRESETS = {
 
 
 def greedy_check(model, tok, problems, cfg, label: str) -> float:
-    from mathlite import sampling
-
     summary = sampling.greedy_accuracy(model, tok, problems, max_new_tokens=cfg.max_new_tokens,
                                        batch_size=max(cfg.batch_size, 8), desc=f"greedy ({label})")
     print(f"[01] greedy accuracy {label}: {summary['accuracy']:.1%} on {len(problems)} held-out problems "
