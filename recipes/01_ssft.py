@@ -24,6 +24,7 @@ from pathlib import Path
 
 # light imports only: a bad flag or path is reported in seconds (transformers/trl load after the checks)
 from mathlite import data, models, report, runs, sampling
+from mathlite.data import SolutionStyle  # a field is named `data`: data.SolutionStyle would read as it
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Config:
     # "synthetic[:options]", a MATH folder (paper split), a .jsonl, a hub id. Levels 1-3: in 52 steps a 135M
     # model learns nothing of levels 4-5 (0% greedy when trained on all five), so they only slow the CPU run
     data: str = "synthetic:levels=1-3"
-    style: data.SolutionStyle = "steps"  # training targets (paper Table 2)
+    style: SolutionStyle = "steps"  # training targets (paper Table 2)
     train_size: int | None = 2000  # problems to train on (None = all)
     eval_size: int = 60  # held-out problems for the greedy accuracy check (±6 points at 60)
     lora_r: int = 16
