@@ -406,7 +406,7 @@ def as_user_error(what: str, *types: type[BaseException]):
         raise UserError(f"{what} ({first})") from None
 
 
-def quiet_libraries(debug: bool = False) -> None:
+def quiet_library_warnings(debug: bool = False) -> None:
     """Silence what a recipe user cannot act on. Called by `run_main` before the recipe's heavy
     imports (peft, transformers), not at import time: importing mathlite changes no global state.
 
@@ -425,7 +425,7 @@ def run_main(main, argv: list[str] | None = None) -> None:
     """Run a recipe's main(): user errors become one red line and exit code 2 (`--debug` shows the traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    quiet_libraries(debug)
+    quiet_library_warnings(debug)
     try:
         main(argv)
     except UserError as e:  # DataError, ModelNotFound and ResultsError are UserErrors too

@@ -203,7 +203,7 @@ def test_check_resume(tmp_path, capsys):
 
 
 def test_importing_runs_changes_no_global_state():
-    """The bitsandbytes log level is set by run_main (quiet_libraries), not by importing mathlite."""
+    """The bitsandbytes log level is set by run_main (quiet_library_warnings), not by importing mathlite."""
     code = ("import logging; import mathlite.runs, mathlite.sampling, mathlite.evaluator; "
             "print(logging.getLogger('bitsandbytes').level)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
