@@ -39,11 +39,10 @@ from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from mathlite import answers  # noqa: E402
-from mathlite.answers import extract_answer, is_equiv  # noqa: E402
-from mathlite.clusters import cluster_answers  # noqa: E402
+from mathlite import answers
+from mathlite.answers import extract_answer, is_equiv
+from mathlite.clusters import cluster_answers
 
 DATA = REPO.parent / "shared" / "data" / "math" / "test.jsonl"
 

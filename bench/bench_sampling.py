@@ -22,17 +22,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from mathlite import data, models, runs, sampling, synthetic
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from mathlite import data, models, runs, sampling, synthetic  # noqa: E402
 
 
 def naive(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperature: float, top_p: float) -> int:

@@ -39,12 +39,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from mathlite import metrics, report, runs
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-
-from mathlite import metrics, runs  # noqa: E402
 
 K_VALUES = (1, 2, 3, 4, 5)
 DEFAULT_OUT = REPO / "bench" / "results" / "scr_cost.json"
@@ -175,7 +174,7 @@ def print_table(rows: dict, title: str, caption: str) -> None:
     from rich.table import Table
 
     def pct(x, d=1):
-        return "n/a" if x is None or x != x else f"{100 * x:.{d}f}"
+        return report.fmt(x, f".{d}f", "n/a", 100)
 
     t = Table(title=title, caption=caption)
     for col in ("Method", "Accuracy %", "95% CI", "Scored (% of N)", "Tokens scored/problem", "RR.All cost / this",

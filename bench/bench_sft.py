@@ -49,7 +49,6 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 LAYOUTS = ("padded", "packing", "padding_free")
 DEFAULT_OUT = REPO / "bench" / "results" / "sft_cpu.json"

@@ -38,7 +38,6 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import gc
-import json
 import math
 import os
 import platform
@@ -51,12 +50,11 @@ from pathlib import Path
 
 _T0 = time.monotonic()  # the time budget counts from here (imports included)
 
+import torch
+
+from mathlite import files, models
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from mathlite import models  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 
@@ -171,17 +169,6 @@ def now_iso() -> str:
 
 def elapsed() -> float:
     return time.monotonic() - _T0
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def gib(n: int | float | None) -> float | None:
@@ -709,7 +696,7 @@ def run(args) -> dict:
         result["updated"] = now_iso()
         result["elapsed_s"] = round(elapsed(), 1)
         result["summary"] = summarize(result["measurements"])
-        write_json_atomic(path, result)
+        files.atomic_write_json(path, result)
 
     save()
     # on CPU, the GPU presets' training options (paged AdamW, checkpointing) through MATHLITE_GPU_PATH

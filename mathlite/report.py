@@ -42,15 +42,18 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
+
+from rich.console import Console
+from rich.table import Table
 
 from mathlite import metrics
+from mathlite.errors import ResultsError, UserError
+from mathlite.files import atomic_write
 from mathlite.metrics import Curves, MethodStats, PairedStats
 from mathlite.metrics import full_label as method_label
 
@@ -61,8 +64,14 @@ Stats = Mapping[str, MethodStats]
 # Formatting helpers
 # ---------------------------------------------------------------------------
 
+def fmt(x: float | None, spec: str = ".3f", missing: str = "-", scale: float = 1) -> str:
+    """`x` (times `scale`) formatted with `spec`; `missing` for None and NaN. The one number
+    formatter of the tables, summaries and model cards."""
+    return missing if x is None or x != x else format(x * scale, spec)
+
+
 def _pct(x: float | None, digits: int = 1) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:.{digits}f}"
+    return fmt(x, f".{digits}f", "n/a", 100)
 
 
 def _ci(s: MethodStats) -> str:
@@ -70,7 +79,7 @@ def _ci(s: MethodStats) -> str:
 
 
 def _tokens(x: float) -> str:
-    return "n/a" if x != x else f"{x:,.0f}"
+    return fmt(x, ",.0f", "n/a")
 
 
 def make_title(meta: Mapping[str, Any] | None = None, stats: Stats | None = None) -> str:
@@ -100,9 +109,6 @@ def _row(s: MethodStats) -> list[str]:
 
 def print_table(stats: Stats, title: str | None = None, console=None) -> None:
     """The headline table: method, accuracy, 95% CI, evaluator cost, tokens scored."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     table = Table(title=title)
     for i, name in enumerate(HEADER):
@@ -130,9 +136,6 @@ def comparison_rows(runs: Mapping[str, Stats]) -> tuple[list[str], list[list[str
 
 
 def print_comparison(runs: Mapping[str, Stats], title: str | None = None, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     header, rows = comparison_rows(runs)
     table = Table(title=title or "Accuracy (%) [95% CI] per run")
@@ -147,24 +150,8 @@ def print_comparison(runs: Mapping[str, Stats], title: str | None = None, consol
 # Files
 # ---------------------------------------------------------------------------
 
-def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call write(tmp_path), then move tmp_path over `path` in one os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private (0600); results are meant to be shared
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _write_text(path: str | Path, text: str) -> Path:
-    return _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _json_safe(obj: Any) -> Any:
@@ -191,9 +178,8 @@ def comparison_markdown(runs: Mapping[str, Stats]) -> str:
 
 def evaluator_sentence(q: Mapping[str, Any]) -> str:
     """One line on the evaluator's separation of right and wrong test samples (metrics.evaluator_quality)."""
-    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    return (f"Evaluator on these test samples: AUC {f(q.get('auc'))} over {q['solutions']} solutions "
-            f"({100 * q['correct_share']:.1f}% correct); within-problem AUC {f(q.get('within_problem_auc'))} "
+    return (f"Evaluator on these test samples: AUC {fmt(q.get('auc'))} over {q['solutions']} solutions "
+            f"({100 * q['correct_share']:.1f}% correct); within-problem AUC {fmt(q.get('within_problem_auc'))} "
             f"(mean over the {q['mixed_problems']} problems with both right and wrong samples; 0.5 = no skill).")
 
 
@@ -369,10 +355,6 @@ def results_csv(stats: Stats, breakdowns: Mapping[str, Mapping[Any, Stats]] | No
     return buf.getvalue()
 
 
-class ResultsError(ValueError):
-    """A results.json that cannot be read; the message is one line naming the file."""
-
-
 def load_results(path: str | Path) -> tuple[dict, dict[str, MethodStats]]:
     """(meta, {method: MethodStats}) from a results.json written by `write_report`.
     Raises ResultsError (one line naming the file) for a missing, unreadable or foreign file."""
@@ -409,7 +391,7 @@ def _figure(width: float, height: float, ncols: int = 1):
 
 
 def _save(fig, path: str | Path) -> Path:
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=130))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=130))
 
 
 DEFAULT_CURVE_METHODS = re.compile(r"^(greedy|maj1|rr_all|rr_maj\d+|w_rr|pass_n)$")
@@ -720,8 +702,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         if len(argv) not in (2, 4) or (len(argv) == 4 and argv[2] != "--out"):
             print(USAGE, file=sys.stderr)
             raise SystemExit(2)
-        from mathlite.runs import UserError
-
         try:
             comp, diffs = recompute(argv[1], argv[3] if len(argv) == 4 else None)
         except (ResultsError, UserError) as e:

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
-from .runs import UserError, atomic_write_json
+from .errors import UserError
+from .files import atomic_write_json, atomic_write_text
+from .problem import Problem
 
 FINISH_REASONS = ("eos", "length")
 RECORD_FIELDS = {"id": str, "k": int, "text": str, "answer": (str, type(None)), "correct": bool, "tokens": int, "finish": str}
@@ -285,8 +287,6 @@ def read_samples(path: str | Path) -> dict[str, dict[str, Any]]:
 
 def load_problems(path: str | Path) -> list:
     """The problems file of a sampling output as data.Problems."""
-    from .data import Problem
-
     path = Path(path)
     if not path.exists():
         raise SamplesError(f"{path}: no problems file here")
@@ -459,8 +459,6 @@ def validate_choice(d: Any) -> None:
 
 def save_choices(path: str | Path, records: Sequence[Mapping[str, Any]]) -> None:
     """Write a choices file (whole, atomically): one validated record per problem."""
-    from .runs import atomic_write_text
-
     for r in records:
         validate_choice(r)
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records))

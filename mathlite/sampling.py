@@ -35,7 +35,7 @@ Each batch is appended, flushed and fsync'ed as a whole. Killed at any moment (k
 included), a rerun of the same call reads what is there, truncates a half-written last
 line, and generates only the missing (id, k) units: nothing is lost or duplicated. The
 samples file is flock'ed while a run writes, so two concurrent runs cannot interleave.
-A rerun whose config hash differs from the meta's is refused (`runs.UserError`, one line
+A rerun whose config hash differs from the meta's is refused (`errors.UserError`, one line
 naming the file) instead of silently mixing two configurations; more problems may be
 added to an existing output (same config), and are sampled on resume.
 
@@ -84,7 +84,6 @@ import fcntl
 import hashlib
 import inspect
 import json
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,7 +93,8 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 import torch
 
 from . import models
-from .runs import UserError, atomic_write_json, config_hash, machine, versions
+from .errors import UserError
+from .files import atomic_write_json, config_hash, machine, versions
 from .samples import FINISH_REASONS, RECORD_FIELDS, OutputPaths, output_paths, read_samples, validate_record  # noqa: F401
 from .samples import load_problems as read_problems
 from .samples import append_samples, scan_jsonl as _scan_jsonl, sync_problems as _sync_problems

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterable, Sequence
 
-from .data import DataError, Problem
+from .errors import DataError
+from .problem import Problem
 
 LEVELS = (1, 2, 3, 4, 5)
 STYLES = ("steps", "terse")

@@ -20,14 +20,12 @@ metrics.json, manifest.json. Interrupted? Rerun the same command: it resumes fro
 from __future__ import annotations
 
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 # light imports only: a bad flag or path is reported in seconds (transformers/trl load after the checks)
-from mathlite import data, models, runs  # noqa: E402
+from mathlite import data, models, report, runs, sampling
+from mathlite.data import SolutionStyle  # a field is named `data`: data.SolutionStyle would read as it
 
 
 @dataclass
@@ -36,8 +34,8 @@ class Config:
     # "synthetic[:options]", a MATH folder (paper split), a .jsonl, a hub id. Levels 1-3: in 52 steps a 135M
     # model learns nothing of levels 4-5 (0% greedy when trained on all five), so they only slow the CPU run
     data: str = "synthetic:levels=1-3"
-    style: str = "steps"  # training targets: math | prm800k | both | steps (paper Table 2)
-    train_size: int = 2000  # problems to train on (0 = all)
+    style: SolutionStyle = "steps"  # training targets (paper Table 2)
+    train_size: int | None = 2000  # problems to train on (None = all)
     eval_size: int = 60  # held-out problems for the greedy accuracy check (±6 points at 60)
     lora_r: int = 16
     lora_alpha: int = 32
@@ -49,7 +47,7 @@ class Config:
     grad_accum: int = 1
     max_length: int = 512  # prompt + solution tokens; longer examples are truncated
     max_new_tokens: int = 160  # for the before/after greedy check
-    quant: str = "auto"  # 4bit on CUDA (QLoRA), none (bf16) on CPU
+    quant: models.Quant = "auto"  # 4bit on CUDA (QLoRA), none (bf16) on CPU
     save_steps: int = 25
     log_steps: int = 5
     eval_before: bool = True  # measure the base model too (costs one greedy pass)
@@ -65,18 +63,16 @@ PRESETS = {
     # lr measured on this preset (greedy on the 60 held-out problems after 52 steps): 2e-4 16.7%, 5e-4 28.3%,
     # 1e-3 30.0%. A short run on a small model wants a high LoRA lr; the GPU presets keep 2e-4 / 1e-4.
     "cpu": dict(lr=1e-3),
-    "t4": dict(model="Qwen/Qwen2.5-1.5B", data="math-paper", style="math", train_size=0, eval_size=100,
+    "t4": dict(model="Qwen/Qwen2.5-1.5B", data="math-paper", style="math", train_size=None, eval_size=100,
                max_steps=-1, epochs=2.0, batch_size=4, grad_accum=4, max_length=1024, max_new_tokens=512,
                lora_r=16, lora_alpha=32, save_steps=200, log_steps=20),
-    "a100": dict(model="Qwen/Qwen2.5-7B", data="math-paper", style="math", train_size=0, eval_size=200,
+    "a100": dict(model="Qwen/Qwen2.5-7B", data="math-paper", style="math", train_size=None, eval_size=200,
                  max_steps=-1, epochs=3.0, batch_size=8, grad_accum=2, max_length=1024, max_new_tokens=768,
                  lora_r=64, lora_alpha=128, lr=1e-4, save_steps=200, log_steps=20),
 }
 
 
 def greedy_check(model, tok, problems, cfg, label: str) -> float:
-    from mathlite import sampling
-
     summary = sampling.greedy_accuracy(model, tok, problems, max_new_tokens=cfg.max_new_tokens,
                                        batch_size=max(cfg.batch_size, 8), desc=f"greedy ({label})")
     print(f"[01] greedy accuracy {label}: {summary['accuracy']:.1%} on {len(problems)} held-out problems "
@@ -87,25 +83,9 @@ def greedy_check(model, tok, problems, cfg, label: str) -> float:
 def main(argv):
     cfg = runs.parse_config(Config, PRESETS, argv)
     runs.print_config(cfg, "01 SSFT config")
-    if cfg.style not in data.SOLUTION_STYLES:
-        raise runs.UserError(f"--style must be one of {', '.join(data.SOLUTION_STYLES)}, got {cfg.style!r}")
-    if cfg.quant not in ("auto", "4bit", "none"):
-        raise runs.UserError(f"--quant must be auto, 4bit or none, got {cfg.quant!r}")
     out = Path(cfg.run) / "ssft"
-    done = runs.stage_done(out)
-    if done and not cfg.force:
-        diff = runs.config_diff(done.get("config"), cfg)
-        if diff:
-            raise runs.UserError(f"{out}: holds a finished SSFT run with another config ({'; '.join(diff)}); "
-                                 "use another --run, or --force to retrain")
-        print(f"[01] already finished: {out / 'adapter'} (use --force to retrain)")
+    if runs.check_resume(out, cfg, "SSFT run", "[01]", resumable=True):
         return
-    started = runs.read_manifest(out)
-    if started and not done and not cfg.force and (out / "checkpoints").exists():
-        diff = runs.config_diff(started.get("config"), cfg)
-        if diff:  # its checkpoints would be resumed with this config
-            raise runs.UserError(f"{out}: holds an unfinished SSFT run with another config ({'; '.join(diff)}); "
-                                 "rerun it with its own config to resume, use another --run, or --force to start over")
     models.resolve_model(cfg.model)  # a misspelt --model fails here, before any data or weights load
 
     train = data.load_problems(cfg.data, "train", limit=cfg.train_size or None, seed=cfg.seed)
@@ -123,10 +103,9 @@ def main(argv):
         print(f"[01] warning: {len(seen)} of the {len(held_out)} 'held-out' problems are also training problems "
               f"({cfg.data} has no separate test split), so the greedy check measures recall, not generalisation")
 
-    # every check passed: from here on the run writes to its folder
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
+    # every check passed: from here on the run writes to its folder. Imported here, not at the top:
+    # they load transformers and trl (seconds), which --help and the checks above do not need
+    from mathlite import sft as sft_lib
     from mathlite import trainer
 
     if cfg.force and out.exists():
@@ -144,31 +123,15 @@ def main(argv):
             metrics["greedy_before"] = greedy_check(model, tok, held_out, cfg, "before")
     metrics["seconds_eval_before"] = t_before["seconds"]
 
-    args = trainer.one_device(SFTConfig(
-        **trainer.common_training_args(out / "checkpoints", lr=cfg.lr, batch_size=cfg.batch_size,
-                                       grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, epochs=cfg.epochs,
-                                       seed=cfg.seed, save_steps=cfg.save_steps, log_steps=cfg.log_steps),
-        max_length=cfg.max_length,
-        completion_only_loss=True,  # the loss is on the solution, not on the problem statement
-        packing=False,
-    ))
-    sft = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(records),
-        processing_class=tok,
+    sft = sft_lib.sft_trainer(
+        model, tok, records, out / "checkpoints", label="SSFT", lr=cfg.lr, batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, epochs=cfg.epochs, seed=cfg.seed,
+        save_steps=cfg.save_steps, log_steps=cfg.log_steps, max_length=cfg.max_length,
         peft_config=models.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
-        callbacks=[trainer.ProgressCallback("SSFT")],
     )
-    trainer.drop_printer(sft)
-    models.settle_trainable_dtypes(sft.model)  # after TRL's bf16 cast of a 4-bit model's LoRA (fp32 on a T4)
-    ckpt = trainer.resume_checkpoint(out / "checkpoints", "[01]")
     with runs.timer() as t_train:
-        if ckpt and trainer.finished_training(sft, ckpt):
-            print(f"[01] training had finished before the interruption: the adapter of {ckpt} is used as it is")
-        else:
-            result = sft.train(resume_from_checkpoint=ckpt)
-            metrics.update({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+        result = sft_lib.train_or_resume(sft, out / "checkpoints", "[01]")
+        metrics.update({k: v for k, v in (result or {}).items() if isinstance(v, (int, float))})
     metrics["seconds_train"] = t_train["seconds"]
     metrics["steps"] = sft.state.global_step
     metrics["tokens_seen"] = int(sft.state.num_input_tokens_seen or 0)
@@ -195,7 +158,7 @@ def main(argv):
     before = metrics.get("greedy_before")
     print(f"[01] done in {t_train['seconds'] / 60:.1f} min of training: greedy "
           + (f"{before:.1%} -> " if before is not None else "")
-          + f"{metrics.get('greedy_after', float('nan')):.1%}; adapter in {out / 'adapter'}")
+          + f"{report.fmt(metrics.get('greedy_after'), '.1%')}; adapter in {out / 'adapter'}")
 
 
 if __name__ == "__main__":

@@ -19,14 +19,12 @@ Writes runs/<preset>/samples/samples-{train,test}.jsonl (+ .problems.jsonl, .met
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from typing import Literal
 
 # light imports only: a bad flag or path is reported in seconds (transformers loads after the checks)
-from mathlite import data, models, runs, samples, sampling  # noqa: E402
+from mathlite import data, models, runs, samples, sampling
 
 
 @dataclass
@@ -34,9 +32,9 @@ class Config:
     model: str = ""  # default: the model the SSFT run trained
     adapter: str = ""  # default: <run>/ssft/adapter; "none" = the base model alone
     fewshot: int = 0  # k worked examples in the prompt (the paper's few-shot baseline, Table 5)
-    fewshot_style: str = "steps"  # math (terse) | steps (one step per line)
+    fewshot_style: Literal["math", "steps"] = "steps"  # math (terse) | steps (one step per line)
     data: str = ""  # default: the SSFT run's data
-    splits: tuple[str, ...] = ("train", "test")
+    splits: tuple[Literal["train", "test", "val"], ...] = ("train", "test")
     train_problems: int = 60  # train-split problems; their samples train the evaluator
     test_problems: int = 60  # test-split problems; at 60, accuracy is known to about +-6 points
     n: int = 8  # sampled solutions per problem (paper: 64)
@@ -44,7 +42,7 @@ class Config:
     top_p: float = 0.95
     max_new_tokens: int = 160
     batch_size: int = 72  # sequences per forward pass; lower it on an out-of-memory
-    backend: str = "auto"  # auto: vLLM when it is installed and a GPU is present, else transformers | hf | vllm
+    backend: Literal["auto", "hf", "vllm"] = "auto"  # auto: vLLM when it is installed and a GPU is present, else transformers | hf | vllm
     seed: int = 0
     out: str = ""  # default: <run>/samples (few-shot: <run>/samples-fewshot<k>)
     run: str = ""
@@ -125,11 +123,6 @@ def check_existing(out: Path, splits, scfg: sampling.SamplingConfig) -> None:
 def main(argv):
     cfg = runs.parse_config(Config, PRESETS, argv)
     runs.print_config(cfg, "02 sampling config")
-    for s in cfg.splits:
-        if s not in ("train", "test", "val"):
-            raise runs.UserError(f"--splits: unknown split {s!r} (train, test, val)")
-    if cfg.backend not in ("auto", "hf", "vllm"):
-        raise runs.UserError(f"--backend must be auto, hf or vllm, got {cfg.backend!r}")
     vllm_ok = cfg.backend != "hf" and sampling.vllm_usable()
     use_vllm = cfg.backend == "vllm" or (cfg.backend == "auto" and vllm_ok)
     if cfg.backend == "vllm" and not vllm_ok:

@@ -18,22 +18,22 @@ Writes runs/<preset>/evaluator/: adapter (+ score head), evaluator.json, metrics
 from __future__ import annotations
 
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rich.console import Console
+from rich.table import Table
 
 # light imports only: a bad flag or path is reported in seconds (transformers loads after the checks)
-from mathlite import data, evaluator, models, runs, sampling, select  # noqa: E402
-from mathlite import samples as sample_store  # noqa: E402
-from mathlite.clusters import cluster_answers  # noqa: E402
+from mathlite import evaluator, models, report, runs, sampling, select
+from mathlite import samples as sample_store
+from mathlite.clusters import cluster_answers
 
 
 @dataclass
 class Config:
-    kind: str = "head"  # head (score head, our default) | verbal (the paper's p(correct) template)
-    loss: str = "pointwise"  # pointwise (Eq. 8) | pairwise (Eq. 9)
+    kind: evaluator.Kind = "head"  # head (score head, our default) | verbal (the paper's p(correct) template)
+    loss: evaluator.Loss = "pointwise"  # pointwise (Eq. 8) | pairwise (Eq. 9)
     init: str = "ssft"  # ssft: start from the generator's adapter (paper) | base | an adapter folder
     samples: str = ""  # default: <run>/samples/samples-train.jsonl
     max_per_problem: int = 10  # paper: about 10 of the 64 samples of each problem
@@ -75,16 +75,8 @@ def _replaceable(out: Path) -> bool:
 def main(argv):
     cfg = runs.parse_config(Config, PRESETS, argv)
     runs.print_config(cfg, "03 evaluator config")
-    if cfg.kind not in evaluator.KINDS or cfg.loss not in evaluator.LOSSES:
-        raise runs.UserError(f"--kind must be one of {evaluator.KINDS} and --loss one of {evaluator.LOSSES}")
     out = Path(cfg.out or Path(cfg.run) / "evaluator")
-    done = runs.stage_done(out)
-    if done and not cfg.force:
-        diff = runs.config_diff(done.get("config"), cfg)
-        if diff:
-            raise runs.UserError(f"{out}: holds an evaluator trained with another config ({'; '.join(diff)}); "
-                                 "use --out DIR, or --force to retrain")
-        print(f"[03] already finished: {out} (use --force to retrain)")
+    if runs.check_resume(out, cfg, "evaluator", "[03]", new_place="use --out DIR"):
         return
     if not _replaceable(out):
         raise runs.UserError(f"{out}: exists and holds no evaluator (it would be replaced); pass another --out, or delete it")
@@ -101,45 +93,32 @@ def main(argv):
     base = sample_store.load_meta(paths.meta).model.base
     models.resolve_model(base)  # the base model of the samples must still be there
 
-    try:
-        problems = {p.id: p for p in sampling.read_problems(paths.problems)}
-    except data.DataError as e:
-        raise runs.UserError(f"{paths.problems}: {e}") from None
-    by_id = sampling.read_samples(paths.samples)
-    records = [s for e in by_id.values() for s in ([e["greedy"]] if e["greedy"] else []) + e["samples"]]
-    examples = evaluator.build_examples(problems, records, cfg.max_per_problem, cfg.balance, cfg.keep_uniform, cfg.seed)
-    train_ex, val_ex = evaluator.split_by_problem(examples, cfg.val_fraction, cfg.seed)
-    if cfg.loss == "pairwise":
-        train_ex = evaluator.pair_examples(train_ex, cfg.seed)
-        val_pairs = evaluator.pair_examples(val_ex, cfg.seed)
-    if not train_ex:
-        raise runs.UserError(f"{samples}: no training examples for the {cfg.loss} loss "
-                             "(pairwise needs problems with both correct and incorrect samples)")
-    pos = sum(e.get("label", 1) for e in train_ex) / len(train_ex)
-    print(f"[03] {len(train_ex)} training {'pairs' if cfg.loss == 'pairwise' else 'examples'} "
-          f"({pos:.0%} correct) from {len({e['id'] for e in train_ex})} problems; base {base}, init {cfg.init}")
+    prepared = evaluator.training_data(samples, max_per_problem=cfg.max_per_problem, balance=cfg.balance,
+                                       keep_uniform=cfg.keep_uniform, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    by_id, val_ex = prepared.by_id, prepared.val
+    train_rows, val_rows = prepared.for_loss(cfg.loss, cfg.seed, samples)
+    print(f"[03] training examples: {evaluator.describe_rows(train_rows, cfg.loss)} from "
+          f"{len({e['id'] for e in train_rows})} problems; base {base}, init {cfg.init}")
 
     # every check passed. The evaluator is written in full to a work folder next to `out` and put in
     # place by a rename at the end: `out` is never half-written, and a killed run leaves only the work
     # folder, which the rerun starts over.
-    from mathlite import trainer
+    from mathlite import trainer  # here, not at the top: it loads transformers (seconds), after the checks
 
     trainer.setup_runtime()
     work = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(work, ignore_errors=True)
     with runs.timer() as t:
         ev = evaluator.train_evaluator(
-            base, train_ex, kind=cfg.kind, loss=cfg.loss, init_adapter=init, out_dir=work, lr=cfg.lr,
+            base, train_rows, kind=cfg.kind, loss=cfg.loss, init_adapter=init, out_dir=work, lr=cfg.lr,
             epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, max_length=cfg.max_length,
-            lora_r=cfg.lora_r, seed=cfg.seed, val_examples=(val_pairs if cfg.loss == "pairwise" else val_ex) or None,
+            lora_r=cfg.lora_r, seed=cfg.seed, val_examples=val_rows or None,
             callbacks=[trainer.ProgressCallback(f"evaluator ({cfg.kind}, {cfg.loss})")], log_steps=cfg.log_steps,
         )
 
     # validation: every sample of the held-out problems, not only the capped training examples
+    val_samples, scores, m = evaluator.held_out_scores(ev, prepared)
     val_ids = sorted({e["id"] for e in val_ex})
-    val_samples = [(pid, s) for pid in val_ids for s in by_id[pid]["samples"]]
-    scores = ev.score([problems[pid].question for pid, _ in val_samples], [s["text"] for _, s in val_samples])
-    m = evaluator.score_metrics([int(s["correct"]) for _, s in val_samples], scores, ev.threshold) if val_samples else {}
     hits = {"maj1": 0, "rr_all": 0}
     start = 0
     for pid in val_ids:
@@ -153,20 +132,17 @@ def main(argv):
     maj, rr = hits["maj1"], hits["rr_all"]
     metrics = {**m, "val_problems": len(val_ids), "val_solutions": len(val_samples),
                "maj1_at_n": maj / len(val_ids) if val_ids else None, "rr_all_at_n": rr / len(val_ids) if val_ids else None,
-               "train_examples": len(train_ex), "seconds_train": round(t["seconds"], 1),
+               "train_examples": len(train_rows), "seconds_train": round(t["seconds"], 1),
                "solutions_scored": ev.n_scored, "tokens_scored": ev.tokens_scored}
     runs.atomic_write_json(work / "metrics.json", metrics)
     runs.write_manifest(work, cfg, complete=True, stage="evaluator", base=base, init=init, metrics=metrics,
                         samples=str(samples), timings={"train": round(t["seconds"], 1)})
     shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the Trainer's output_dir; nothing is saved there
     runs.publish_dir(work, out)
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"evaluator ({cfg.kind}, {cfg.loss}) on {len(val_ids)} validation problems")
     for col in ("AUC", "accuracy", "Maj1@N", "RR.All@N", "train time"):
         table.add_column(col, justify="right")
-    fmt = lambda v: "-" if v is None or v != v else f"{v:.3f}"  # noqa: E731
+    fmt = report.fmt
     table.add_row(fmt(m.get("auc")), fmt(m.get("accuracy")), fmt(metrics["maj1_at_n"]), fmt(metrics["rr_all_at_n"]),
                   f"{t['seconds'] / 60:.1f} min")
     Console().print(table)

@@ -23,14 +23,11 @@ Time: seconds for the metrics; scoring costs one evaluator pass over the N x pro
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 # light imports only: a bad flag or path is reported in seconds (transformers loads after the checks)
-from mathlite import report, runs, samples, sampling  # noqa: E402
+from mathlite import report, runs, samples, sampling
 
 
 @dataclass

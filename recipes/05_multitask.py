@@ -67,17 +67,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mathlite import data, evaluator, models, report, runs, sampling
 
-from mathlite import data, evaluator, models, report, runs, sampling, trainer  # noqa: E402
-from mathlite import samples as sample_store  # noqa: E402
+from mathlite import samples as sample_store
+
+# mathlite.trainer and mathlite.sft load transformers and trl (seconds): the stages import them when they
+# train, so that --help and the checks of main() answer at once
 
 
 @dataclass
 class Config:
     # stage 1: the evaluator (recipe 03's settings, verbal scorer)
-    kind: str = "verbal"  # verbal only: the head scorer cannot share the generator's weights (docstring)
-    loss: str = "pointwise"  # pointwise (Eq. 8) | pairwise (Eq. 9)
+    kind: evaluator.Kind = "verbal"  # verbal only: the head scorer cannot share the generator's weights (docstring)
+    loss: evaluator.Loss = "pointwise"  # pointwise (Eq. 8) | pairwise (Eq. 9)
     evaluator_steps: int = 40  # > 0 overrides evaluator_epochs
     evaluator_epochs: float = 1.0
     evaluator_lr: float = 1e-4
@@ -89,8 +91,8 @@ class Config:
     val_fraction: float = 0.2  # training problems held out to measure the evaluator's skill (AUC)
     # stage 2 (and the control): generator SFT on recipe 01's data, batch and length as in 01
     gen2_steps: int = 25  # the same for the multi-task generator and for the control
-    gen2_lr: float = 0.0  # 0 = the SSFT run's learning rate
-    gen2_batch_size: int = 0  # 0 = the SSFT run's batch size (its grad_accum and max_length are kept)
+    gen2_lr: float | None = None  # None: the SSFT run's learning rate
+    gen2_batch_size: int | None = None  # None: the SSFT run's batch size (its grad_accum and max_length are kept)
     control: bool = True  # also train, sample and report the SSFT + gen2_steps control
     # sampling and report: the problems, settings and seeds of <run>/samples/samples-test (recipe 02)
     test_problems: int = 60  # the first K problems of the run's test samples (0 = all of them)
@@ -223,16 +225,11 @@ def save_adapter(model, tok, out: Path, extra_files: dict | None = None) -> None
 # ---------------------------------------------------------------------------- evaluator skill
 
 
-def val_set(cfg, train_samples: Path) -> tuple[dict, dict, list[dict], list[dict]]:
+def val_set(cfg, train_samples: Path) -> evaluator.TrainingData:
     """(problems by id, samples by id, training examples, held-out examples) of the evaluator stage,
     built exactly as recipe 03 builds them (same rules, same seeded split by problem)."""
-    paths = sampling.output_paths(train_samples)
-    problems = {p.id: p for p in sampling.read_problems(paths.problems)}
-    by_id = sampling.read_samples(paths.samples)
-    records = [s for e in by_id.values() for s in ([e["greedy"]] if e["greedy"] else []) + e["samples"]]
-    examples = evaluator.build_examples(problems, records, cfg.max_per_problem, cfg.balance, cfg.keep_uniform, cfg.seed)
-    train_ex, val_ex = evaluator.split_by_problem(examples, cfg.val_fraction, cfg.seed)
-    return problems, by_id, train_ex, val_ex
+    return evaluator.training_data(train_samples, max_per_problem=cfg.max_per_problem, balance=cfg.balance,
+                                   keep_uniform=cfg.keep_uniform, val_fraction=cfg.val_fraction, seed=cfg.seed)
 
 
 def verbal_skill(ev, problems: dict, by_id: dict, val_ex: list[dict]) -> dict:
@@ -240,11 +237,9 @@ def verbal_skill(ev, problems: dict, by_id: dict, val_ex: list[dict]) -> dict:
     Measured on the generator adapters too: does the evaluator skill survive the last generator stage,
     and does the control (never trained as an evaluator) have any?"""
     val_ids = sorted({e["id"] for e in val_ex})
-    pairs = [(pid, s) for pid in val_ids for s in by_id[pid]["samples"]]
+    pairs, _, m = evaluator.held_out_scores(ev, evaluator.TrainingData(problems, by_id, [], val_ex))
     if not pairs:
         return {"val_problems": len(val_ids), "val_solutions": 0}
-    scores = ev.score([problems[pid].question for pid, _ in pairs], [s["text"] for _, s in pairs])
-    m = evaluator.score_metrics([int(s["correct"]) for _, s in pairs], scores, ev.threshold)
     return {"auc": m["auc"], "accuracy": m["accuracy"], "positive_rate": m["positive_rate"],
             "val_problems": len(val_ids), "val_solutions": len(pairs)}
 
@@ -271,16 +266,12 @@ def stage_evaluator(cfg, ctx: dict) -> dict:
         print(f"[05] stage 1 (evaluator) already complete: {out}")
         return done["metrics"]
     # train_evaluator saves once, at the end, over whatever an interrupted attempt left
-    problems, by_id, train_ex, val_ex = ctx["val"]
-    val = val_ex
-    if cfg.loss == "pairwise":
-        train_ex, val = evaluator.pair_examples(train_ex, cfg.seed), evaluator.pair_examples(val_ex, cfg.seed)
-    if not train_ex:
-        raise runs.UserError(f"{ctx['train_samples']}: no evaluator training examples for the {cfg.loss} loss "
-                             "(pairwise needs problems with both correct and incorrect samples)")
-    pos = sum(e.get("label", 1) for e in train_ex) / len(train_ex)
-    print(f"[05] stage 1: verbal evaluator ({cfg.loss}) on {len(train_ex)} "
-          f"{'pairs' if cfg.loss == 'pairwise' else 'examples'} ({pos:.0%} correct), from the SSFT adapter")
+    problems, by_id, _, val_ex = ctx["val"]
+    train_ex, val = ctx["val"].for_loss(cfg.loss, cfg.seed, ctx["train_samples"])
+    from mathlite import trainer
+
+    print(f"[05] stage 1: verbal evaluator ({cfg.loss}) on {evaluator.describe_rows(train_ex, cfg.loss)}, "
+          "from the SSFT adapter")
     with clock() as t:
         ev = evaluator.train_evaluator(
             ctx["base"], train_ex, kind="verbal", loss=cfg.loss, init_adapter=ctx["ssft_adapter"], out_dir=out,
@@ -304,8 +295,7 @@ def stage_generator(cfg, ctx: dict, name: str, init_adapter: Path, init_fp: str,
 
     loss: the evaluator loss the adapter was trained with (stage 2), recorded in evaluator.json so the
     final adapter loads as a verbal evaluator; None for the control, which never was one."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from mathlite import sft as sft_lib
 
     out = ctx["out"] / name
     ssft = ctx["ssft_cfg"]
@@ -326,26 +316,12 @@ def stage_generator(cfg, ctx: dict, name: str, init_adapter: Path, init_fp: str,
     model = models.load_model(ctx["base"], quant=ctx["quant"], for_training=True)
     model = models.load_adapter(model, init_adapter, trainable=True)
     problems, by_id, _, val_ex = ctx["val"]
-    args = trainer.one_device(SFTConfig(
-        **trainer.common_training_args(out / "checkpoints", lr=lr, batch_size=batch_size,
-                                       grad_accum=ssft["grad_accum"], max_steps=cfg.gen2_steps, epochs=1.0,
-                                       seed=cfg.seed, save_steps=cfg.save_steps, log_steps=cfg.log_steps),
-        max_length=ssft["max_length"],
-        completion_only_loss=True,  # as in recipe 01: the loss is on the solution only
-        packing=False,
-    ))
     # a PeftModel and no peft_config: TRL trains the adapter it is given instead of making a new one
-    sft = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tok,
-                     callbacks=[trainer.ProgressCallback(name)])
-    trainer.drop_printer(sft)
-    models.settle_trainable_dtypes(sft.model)
-    ckpt = trainer.resume_checkpoint(out / "checkpoints", "[05]")
+    sft = sft_lib.sft_trainer(model, tok, records, out / "checkpoints", label=name, lr=lr, batch_size=batch_size,
+                              grad_accum=ssft["grad_accum"], max_steps=cfg.gen2_steps, epochs=1.0, seed=cfg.seed,
+                              save_steps=cfg.save_steps, log_steps=cfg.log_steps, max_length=ssft["max_length"])
     with clock() as t:
-        if ckpt and trainer.finished_training(sft, ckpt):  # killed after training: no extra step
-            print(f"[05] {name}: training had finished before the interruption; using {ckpt} as it is")
-            train_loss = None
-        else:
-            train_loss = sft.train(resume_from_checkpoint=ckpt).metrics.get("train_loss")
+        train_loss = (sft_lib.train_or_resume(sft, out / "checkpoints", f"[05] {name}:") or {}).get("train_loss")
     model = sft.model
     model.eval()
     ev = as_verbal_evaluator(model, tok, ctx["base"], loss, cfg, init_adapter=str(init_adapter))
@@ -455,8 +431,7 @@ def report_one(cfg, ctx: dict, label: str, samples: Path, evaluator_dir: str):
 # ---------------------------------------------------------------------------- comparison
 
 
-def _fmt(v) -> str:
-    return "-" if v is None or v != v else f"{v:.3f}"
+_fmt = report.fmt
 
 
 def comparison_text(cfg, ctx: dict, columns: dict, skill: dict, timings: dict) -> str:
@@ -500,8 +475,6 @@ def main(argv):
     runs.print_config(cfg, "05 multi-task config")
     if cfg.kind == "head":
         raise runs.UserError(HEAD_REFUSED)
-    if cfg.kind not in evaluator.KINDS or cfg.loss not in evaluator.LOSSES:
-        raise runs.UserError(f"--kind must be verbal and --loss one of {evaluator.LOSSES}")
     if cfg.gen2_steps < 1:
         raise runs.UserError("--gen2_steps must be >= 1")
     run = Path(cfg.run)
@@ -525,6 +498,8 @@ def main(argv):
     if cfg.force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    from mathlite import trainer
+
     trainer.setup_runtime()
 
     ssft_cfg = runs.read_json(ssft_dir / "config.json")

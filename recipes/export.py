@@ -22,20 +22,17 @@ tokenizer files, README.md; the folder appears only once complete.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mathlite import export, runs  # noqa: E402
+from mathlite import export, runs
 
 
 @dataclass
 class Config:
     adapter: str = ""  # default: <run>/multitask/stage2_generator if finished, else <run>/ssft/adapter
     model: str = ""  # default: the base the SSFT run trained (its ssft/config.json)
-    dtype: str = "auto"  # auto (the base's published precision) | fp32 | bf16 | fp16; never 4-bit
+    dtype: export.Dtype = "auto"  # auto (the base's published precision) | fp32 | bf16 | fp16; never 4-bit
     out: str = ""  # default: <run>/export/<name of the adapter's stage>
     push_to_hub: str = ""  # a hub repo id (owner/name): push the adapter + card; needs HF_TOKEN
     private: bool = True  # a new hub repo is private unless --private false

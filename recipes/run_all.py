@@ -21,11 +21,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from rich.console import Console
+from rich.table import Table
+
+from mathlite import report, runs
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from mathlite import runs  # noqa: E402
 
 STAGES = {
     "01": "01_ssft.py",
@@ -38,8 +41,8 @@ STAGES = {
 
 @dataclass
 class Config:
-    stages: tuple[str, ...] = ("01", "02", "03", "04", "05")
-    run: str = ""
+    stages: tuple[Literal["01", "02", "03", "04", "05"], ...] = ("01", "02", "03", "04", "05")  # the stages to run, in order
+    run: str = ""  # run folder; default runs/<preset>
     preset: str = ""
 
 
@@ -54,12 +57,12 @@ def _read(path: Path):
 
 
 def pct(v) -> str:
-    return "-" if v is None or v != v else f"{v:.1%}"
+    return report.fmt(v, ".1%")
 
 
 def _evaluator_words(res: dict) -> str:
     q = (res.get("meta") or {}).get("evaluator_test") or {}
-    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    f = lambda v: report.fmt(v, ".2f")  # noqa: E731
     return f"; evaluator test AUC {f(q.get('auc'))} (within-problem {f(q.get('within_problem_auc'))})" if q else ""
 
 
@@ -79,7 +82,7 @@ def summary_rows(run: Path, seconds: dict[str, float]) -> list[tuple[str, str, s
     ev = _read(run / "evaluator" / "metrics.json") or {}
     if ev:
         auc = ev.get("auc")
-        rows.append(("03 evaluator", seconds.get("03"), f"val AUC {'-' if auc is None or auc != auc else f'{auc:.3f}'} on "
+        rows.append(("03 evaluator", seconds.get("03"), f"val AUC {report.fmt(auc)} on "
                      f"{ev.get('val_solutions')} solutions of {ev.get('val_problems')} problems"))
     res = _read(run / "report" / "results.json") or {}
     if res:
@@ -98,9 +101,6 @@ def summary_rows(run: Path, seconds: dict[str, float]) -> list[tuple[str, str, s
 
 def main(argv):
     cfg = runs.parse_config(Config, PRESETS, argv)
-    unknown = [s for s in cfg.stages if s not in STAGES]
-    if unknown:
-        raise runs.UserError(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     run = Path(cfg.run)
     seconds = {}
     t_all = time.time()
@@ -117,9 +117,6 @@ def main(argv):
             sys.exit(rc)
     total = time.time() - t_all
     rows = summary_rows(run, seconds)
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"mathlite chain, preset {cfg.preset}, run {run} ({total / 60:.1f} min)")
     for col in ("stage", "time", "result"):
         table.add_column(col)

@@ -2,7 +2,6 @@
 conversion, recipe 01's SFTTrainer path, recipe 02's decode loop, recipe 03's scorer), the JSON it
 writes, failure isolation and the time budget. The real run needs a GPU (bench/GPU.md)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_bench.py"
@@ -21,11 +21,7 @@ pytest.importorskip("peft")
 
 
 def _load_module():
-    spec = importlib.util.spec_from_file_location("gpu_bench_under_test", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench/gpu_bench.py")
 
 
 @pytest.mark.slow

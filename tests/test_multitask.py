@@ -6,7 +6,6 @@ What is checked is mechanics (every stage finishes, resumes, and hands the next 
 right kind; the export is exact), not accuracy: the smoke models are far too small and short-trained.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_recipe
 
 from mathlite import runs
 
@@ -21,13 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 
 
-def _load(stem: str):
-    name = f"test_recipe_{stem}"
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{stem}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+_load = load_recipe
 
 
 def _recipe(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -117,9 +111,12 @@ def test_multitask_smoke_end_to_end_and_resume(smoke_run, multitask):
     assert shapes["ssft"] == shapes["multitask"] == shapes["control"]
     assert set(shapes["ssft"].values()) == {(True, 2)}
 
-    # a rerun skips every finished stage (no training, no sampling) and rebuilds the same table
+    # a rerun skips every finished stage (no training, no sampling: no stage folder is rewritten)
+    # and rebuilds the same table
+    stages = ("stage1_evaluator", "stage2_generator", "control_generator", "samples-multitask", "samples-control")
+    stamps = {s: {p.name: p.stat().st_mtime_ns for p in (multitask / s).iterdir()} for s in stages}
     proc = _recipe("05_multitask.py", "--preset", "smoke", "--run", str(smoke_run))
-    assert proc.stdout.count("already complete") == 5
+    assert {s: {p.name: p.stat().st_mtime_ns for p in (multitask / s).iterdir()} for s in stages} == stamps
     assert json.loads((multitask / "comparison.json").read_text())["columns"] == cols
     # a finished stage is never silently mixed with other settings
     proc = _recipe("05_multitask.py", "--preset", "smoke", "--run", str(smoke_run), "--gen2_steps", "3", check=False)

@@ -12,16 +12,14 @@ A command whose recipe file does not exist FAILS (it is not skipped).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 import shlex
-import sys
 import typing
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "mathlite_colab.ipynb"
@@ -73,20 +71,7 @@ def find_scripts(nb: dict) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------- the checker
 
 
-@lru_cache(maxsize=None)
-def load_recipe(relpath: str):
-    """Import a recipe module from its file without running main (recipes guard it with __name__)."""
-    path = ROOT / relpath
-    name = "_notebook_check_" + re.sub(r"\W", "_", path.stem)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve string annotations through sys.modules
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
+load_recipe = load_script  # a recipe's path relative to the repository root
 
 
 def split_args(arg_text: str) -> list[str]:

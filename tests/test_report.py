@@ -8,7 +8,7 @@ import math
 import pytest
 from rich.console import Console
 
-from mathlite import report
+from mathlite import files, report
 from mathlite.metrics import accuracy_curves, breakdown, prepare, summarize
 from mathlite.select import clusters_from_labels
 
@@ -122,7 +122,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         raise RuntimeError("crash mid-write")
 
     with pytest.raises(RuntimeError):
-        report._atomic_write(target, broken)
+        files.atomic_write(target, broken)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.md"]
 
 

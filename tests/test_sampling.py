@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import load_recipe
 
 from mathlite import models, sampling
 from mathlite.data import Problem
@@ -350,8 +351,6 @@ def test_end_to_end_offline_model(smol, tmp_path):
 
 
 _CHILD = """
-import sys
-sys.path.insert(0, {repo!r})
 import torch
 torch.set_num_threads(1)
 from mathlite import models, sampling, synthetic
@@ -369,7 +368,7 @@ def test_kill_and_resume(smol, tmp_path):
     problems = _synthetic(6, seed=1)
     cfg = sampling.SamplingConfig(n=2, max_new_tokens=16, seed=7)
     out = tmp_path / "killed.jsonl"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(repo=str(REPO), out=str(out))],
+    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(out=str(out))],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while time.time() < deadline and child.poll() is None:
@@ -406,12 +405,7 @@ def test_print_summary_prints_paths_and_titles_verbatim(capsys):
 def test_recipe02_hands_the_model_name_to_vllm_when_usable(tmp_path, monkeypatch):
     """With vLLM usable (faked here: no GPU in CI), recipe 02 passes the model *name* and the vllm
     backend to the sampler, which then serves the weights itself; without it, a loaded model and hf."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("recipe02_vllm", Path(__file__).parents[1] / "recipes" / "02_sample.py")
-    recipe = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, recipe)  # dataclasses look the module up while it loads
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("02_sample")
     calls = []
 
     def fake_sample(model, tok, problems, out, cfg, **kw):

@@ -1,0 +1,44 @@
+"""Supervised fine-tuning of a generator with TRL's SFTTrainer, as recipe 01 (SSFT) and recipe 05's
+generator stages run it: prompt/completion records, the loss on the solution only, our progress bar,
+and resuming from the newest checkpoint of an interrupted run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from . import models, trainer
+
+
+def sft_trainer(model, tok, records: list[dict], checkpoints: str | Path, *, label: str, lr: float, batch_size: int,
+                grad_accum: int, max_steps: int, epochs: float, seed: int, save_steps: int, log_steps: int,
+                max_length: int, peft_config=None) -> SFTTrainer:
+    """An SFTTrainer over `records` (data.prompt_completion_records) writing checkpoints to `checkpoints`.
+    peft_config: a new LoRA adapter to train (recipe 01); None when `model` is a PeftModel already,
+    whose adapter is trained as it is (recipe 05)."""
+    args = trainer.one_device(SFTConfig(
+        **trainer.common_training_args(checkpoints, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                                       max_steps=max_steps, epochs=epochs, seed=seed, save_steps=save_steps,
+                                       log_steps=log_steps),
+        max_length=max_length,
+        completion_only_loss=True,  # the loss is on the solution, not on the problem statement
+        packing=False,
+    ))
+    sft = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tok,
+                     peft_config=peft_config, callbacks=[trainer.ProgressCallback(label)])
+    trainer.drop_printer(sft)
+    models.settle_trainable_dtypes(sft.model)  # after TRL's bf16 cast of a 4-bit model's LoRA (fp32 on a T4)
+    return sft
+
+
+def train_or_resume(sft: SFTTrainer, checkpoints: str | Path, tag: str) -> dict | None:
+    """Train, resuming from the newest checkpoint under `checkpoints` if there is one. Returns the
+    Trainer's train metrics, or None when that checkpoint is the final one (a run killed after
+    training): its adapter is loaded as it is, without the extra step a resume would train."""
+    ckpt = trainer.resume_checkpoint(Path(checkpoints), tag)
+    if ckpt and trainer.finished_training(sft, ckpt):
+        print(f"{tag} training had finished before the interruption: the adapter of {ckpt} is used as it is")
+        return None
+    return sft.train(resume_from_checkpoint=ckpt).metrics
