@@ -44,7 +44,25 @@ comma-separated lists ("1, 2": MATH's "enter all solutions") are not; percent si
 degree signs, units and ``x =`` prefixes are ignored (so ``50\\%`` == ``50`` != ``0.5``);
 ``2\\frac{1}{2}`` is a mixed number; ``e`` and ``i`` are Euler's number and the imaginary
 unit; ``\\log`` is the natural logarithm; a column vector equals the same tuple; words
-compare case-insensitively; ``a\\pm b`` is the list ``a+b, a-b``.
+compare case-insensitively; ``a\\pm b`` is the list ``a+b, a-b``. Also accepted:
+
+- a named left side (``\\frac{AB}{CD} = 2``, ``m\\angle ABC = 40``: letters only) against
+  the bare value, when the right side has no variables;
+- ``A \\approx B``: the exact value A; its rounding B counts only against a gold answer
+  that is itself a non-integer number (``6.28``); ``x \\approx 11`` is 11;
+- an interval against inequalities on one variable (``(2, 5)`` == ``2 < x < 5``,
+  ``(3, \\infty)`` == ``x > 3``), a union against "``x < 1`` or ``x > 2``", and a point
+  against one equation per coordinate, in the order of the variable names
+  (``(3, -1)`` == ``y = -1, x = 3`` != ``y = 3, x = -1``);
+- a multiple-choice letter A-E against the same letter with its option's text
+  (``D`` == ``(D) 12``, ``C`` == ``C. x = 42``);
+- calculator spellings: ``sqrt(12)``, ``cbrt(x)``, ``abs(x)``, ``pi``, ``oo``, ``2**10``,
+  ``sin(x)^2``, ``5.1e-2`` (exact: 51/1000), mixed numbers ``3 1/2``, repeating
+  decimals ``0.1\\overline{6}``, and doubled backslashes (``\\\\frac``).
+
+Variables are real. The fixed evaluation points are positive, so a pair holding
+``|.|``, an even root or a fractional power is also checked where the variables are
+negative: ``|x|`` == ``\\sqrt{x^2}`` but ``|x|`` != ``x`` and ``\\sqrt{x^2}`` != ``x``.
 
 The LaTeX parser builds sympy objects itself and never calls ``eval``/``sympify`` on
 the input, so untrusted model output cannot execute code.
@@ -230,8 +248,6 @@ _SUBS = [(re.compile(p), r) for p, r in [
     (r"\\infinity(?![a-zA-Z])|\\inf(?![a-zA-Z])", r"\\infty "),
     (r"\\mathbb\s*\{\s*R\s*\}|\\mathbb\s*R(?![a-zA-Z])", r"(-\\infty,\\infty)"),
     (r"\\(?:cdots|dots|dotsc|dotsb)(?![a-zA-Z])", r"\\ldots "),
-    (r"\\begin\s*\{\s*array\s*\}\s*(?:\{[^{}]*\})?", r"\\begin{pmatrix}"),  # `{array}{cc}`: a matrix
-    (r"\\end\s*\{\s*array\s*\}", r"\\end{pmatrix}"),
     (r"\\(begin|end)\s*\{\s*[bBvVp]?matrix\s*\}", r"\\\1{pmatrix}"),
     (r"\\(?:cdot|times)(?![a-zA-Z])", r"\\cdot "),
 ]]
@@ -284,6 +300,8 @@ _MIXED_NUMBER_RE = re.compile(r"([+-]?\d+) (\d+) ?/ ?(\d+)")
 _SCIENTIFIC_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d+)")
 _REPEATING_RE = re.compile(r"(?<![\d.])(-?)(\d*)\.(\d*)\\overline\{(\d{1,30})\}(?![\d.])")  # 0.1\overline{6}
 _MAX_SCIENTIFIC_EXPONENT = 100  # `1e999999999` stays text rather than a billion digits
+_ARRAY_BEGIN_RE = re.compile(r"\\begin\s*\{\s*array\s*\}\s*(?:\{[^{}]*\})?")
+_ARRAY_END_RE = re.compile(r"\\end\s*\{\s*array\s*\}")
 _MATRIX_IN_BRACKETS_RE = re.compile(r"^[\[(]\s*(\\begin\{pmatrix\}(?:(?!\\begin\{).)*\\end\{pmatrix\})\s*[\])]$")
 _LONE_BACKSLASH_RE = re.compile(r"(?<!\\)\\(?!\\)")
 _DOUBLED_COMMAND_RE = re.compile(r"(?<!\\)\\\\[a-zA-Z]")
@@ -325,7 +343,11 @@ def _normalize(s: str) -> str:
             s = pattern.sub(repl, s)
     if "\\" in s:
         s = _replace_text_macros(s)
-        s = _MATRIX_IN_BRACKETS_RE.sub(r"\1", s)  # `\left[\begin{array}...\end{array}\right]`
+        if "array" in s:  # `\begin{array}{cc}...\end{array}`: a matrix
+            s = _ARRAY_BEGIN_RE.sub(r"\\begin{pmatrix}", s)
+            s = _ARRAY_END_RE.sub(r"\\end{pmatrix}", s)
+        if "pmatrix" in s:
+            s = _MATRIX_IN_BRACKETS_RE.sub(r"\1", s)  # `\left[\begin{pmatrix}...\end{pmatrix}\right]`
     s = _plain_math(s)
     s = s.strip()
     if s.startswith("\\approx"):  # only the rounded value is given
@@ -338,7 +360,8 @@ def _normalize(s: str) -> str:
     s = re.sub(r"\s*,[\s,]*,\s*", ",", s)  # "6, 8, and 10" left two commas in a row
     # Thousands separators: `1{,}000` always; `1,000` only when the whole answer is one
     # number, so that the tuple `(1,000, 2)` or the list `1, 234` keep their commas.
-    s = _BRACED_COMMA_RE.sub("", s)
+    if "{" in s and "," in s:
+        s = _BRACED_COMMA_RE.sub("", s)
     if _THOUSANDS_RE.match(s):
         s = s.replace(",", "")
     m = _MIXED_NUMBER_RE.fullmatch(s)

@@ -146,3 +146,13 @@ def test_split_keeps_the_public_imports_and_layers():
     assert "mathlite.answers" not in imported and imported >= {"mathlite.deadline", "sympy"}
     assert latex.parse_value("\\frac{1}{2}")[0] == "scalar"
     assert answers.exact_number("0.5") == answers.exact_number("\\frac{1}{2}")
+
+
+def test_no_false_accepts_on_the_unseen_cases():
+    """bench/grading_cases/unseen.jsonl was written after the engine was frozen and is a
+    measurement set (see bench/bench_grading.py); whatever it scores, no unequal pair may
+    be accepted."""
+    rows = _load("unseen.jsonl")
+    accepted = [(r["gold"], r["pred"]) for r in rows if not r["label"] and is_equiv(r["pred"], r["gold"])]
+    assert not accepted
+    assert sum(not r["label"] for r in rows) >= 15
