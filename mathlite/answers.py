@@ -284,6 +284,13 @@ _SHORT_LHS_RE = re.compile(
 )
 # A named left side: `\frac{AB}{CD}=2`, `m\angle ABC=40`, `[ABC]=12` (letters, no digits or operators)
 _NAME_COMMANDS_RE = re.compile(r"\\(?:frac|angle|measuredangle|overline|triangle|widehat|overarc|arc)(?![a-zA-Z])")
+_VALUE_COMMANDS = {
+    "\\" + c for c in (
+        "frac sqrt binom pi infty cdot times div pm mp circ sin cos tan cot sec csc arcsin arccos arctan sinh cosh "
+        "tanh exp ln log lfloor rfloor lceil rceil"
+    ).split()
+}
+_FUNCTION_LHS_RE = re.compile(r"[a-zA-Z](?:\^\{?-1\}?)?\(.+\)")  # f(2), f^{-1}(6), g(f(3))
 _NAME_RE = re.compile(r"[A-Za-z{}\[\]_ ]*[A-Za-z][A-Za-z{}\[\]_ ]*")
 _RELATION_HINT_RE = re.compile(r"<|>|\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|\\ne(?![a-zA-Z])")
 _VARIABLE_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]{1,2}(?![A-Za-z])")
@@ -548,9 +555,16 @@ def _strip_outer_braces(s: str) -> str:
     return s
 
 
+def _has_variables(s: str) -> bool:
+    """Letters, or a command that is not a number, an operation or a function (`\\theta`)."""
+    if _VARIABLE_RE.search(_COMMAND_RE.sub(" ", s)):
+        return True
+    return any(c not in _VALUE_COMMANDS for c in _COMMAND_RE.findall(s))
+
+
 def _strip_short_lhs(s: str) -> str:
     """`x=5` -> `5`, `f(x)=x^2` -> `x^2`, `(x,y)=(1,2)` -> `(1,2)`, `x\\in[0,1]` -> `[0,1]`,
-    `x\\approx 11` -> `11`, `\\frac{AB}{CD}=2` -> `2`.
+    `x\\approx 11` -> `11`, `\\frac{AB}{CD}=2` -> `2`, `f(2)=5` -> `5`, `7+2+10=17` -> `17`.
 
     Only when the left side is a lone variable (or a name such as `AB`, `m\\angle ABC`,
     `\\frac{AB}{CD}`: letters only, whose right side must then be a value) and the
@@ -561,15 +575,19 @@ def _strip_short_lhs(s: str) -> str:
         return s
     m = _SHORT_LHS_RE.match(s)
     if not m:
-        # A named quantity (`\frac{AB}{CD}=2`) set equal to a value without variables.
-        if s.count("=") == 1:
-            lhs, rest = s.split("=")
-            if (
-                rest
-                and _NAME_RE.fullmatch(_NAME_COMMANDS_RE.sub(" ", lhs))
-                and not _VARIABLE_RE.search(_COMMAND_RE.sub(" ", rest))
-            ):
-                return rest
+        if "=" not in s:
+            return s
+        sides = s.split("=")
+        if not all(sides) or any(_has_variables(side) for side in sides[-1:]):
+            return s
+        # A computation ending in its value (`7+2+10=19`): the value.
+        if not any(_has_variables(side) for side in sides):
+            return sides[-1]
+        # A named quantity (`\frac{AB}{CD}=2`, `f(2)=5`, `f^{-1}(f^{-1}(6))=1`) set equal to a value.
+        if len(sides) == 2 and (
+            _NAME_RE.fullmatch(_NAME_COMMANDS_RE.sub(" ", sides[0])) or _FUNCTION_LHS_RE.fullmatch(sides[0])
+        ):
+            return sides[1]
         return s
     rest = s[m.end() :]
     if m.group(1) != "\\in":

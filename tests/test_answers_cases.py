@@ -62,6 +62,10 @@ def test_every_category_has_equal_and_unequal_cases():
     ("m\\angle ABC = 40^\\circ", "40"),
     ("2x = 6", "2x=6"),  # not a name: the equation stays
     ("AB = 5 + AC", "AB=5+AC"),  # a name, but the right side is not a value
+    ("f(2) = 5", "5"),
+    ("g(f(3)) = -1", "-1"),
+    ("7 + 2 + 10 = 17.", "17"),  # a computation ending in its value
+    ("x^2 - 1 = 3", "x^2-1=3"),
     ("x \\approx 11", "11"),
     ("\\approx 0.577", "0.577"),
     ("\\mathcal{B}", "B"),
