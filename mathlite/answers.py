@@ -256,10 +256,11 @@ _SUBS = [(re.compile(p), r) for p, r in [
 # or the whole answer ("\text{Monday}", "\text{(A)}").
 _TEXT_MACRO_RE = re.compile(
     r"\\(text|textrm|textnormal|textup|textsf|texttt|textit|textbf|mbox|hbox|mathrm|mathit"
-    r"|mathbf|mathsf|mathcal|mathscr|mathfrak|boldsymbol|bm|emph|operatorname)\s*(?=\{)"
+    r"|mathbf|mathsf|mathcal|mathscr|mathfrak|boldsymbol|bm|emph|operatorname|box|Box)\s*(?=\{)"
 )
 _TEXT_CONJUNCTION_RE = re.compile(r"[\s,]*(?:and|or)?[\s,]*")
-_BOLD_MACROS = {"mathbf", "boldsymbol", "bm", "operatorname", "mathsf", "mathcal", "mathscr", "mathfrak"}  # always unwrapped
+# always unwrapped (`\Box{6}`: a model's spelling of a box)
+_BOLD_MACROS = {"mathbf", "boldsymbol", "bm", "operatorname", "mathsf", "mathcal", "mathscr", "mathfrak", "box", "Box"}
 _WORDS_RE = re.compile(r"[A-Za-z][A-Za-z .'\-]*")
 _UNIT_POWER_RE = re.compile(r"\s*\^\s*(?:\{\s*[23]\s*\}|[23])")
 
@@ -824,10 +825,14 @@ def _values_equal(a, b) -> bool:
     if ka == "rel" and kb == "scalar":
         return _values_equal(b, a)
     if ka == "scalar" and kb == "rel":
-        # `5` vs `k=5` (when normalization kept the left side), `2x+1` vs `2x+1=y`.
+        # `5` vs `k=5` (when normalization kept the left side), `2x+1` vs `2x+1=y`; and an
+        # identity, a computation written out (`\\frac{(10r^3)(4r^6)}{8r^4}=\\frac{40r^9}{8r^4}`),
+        # has the value of its sides.
         _, op, lhs, rhs = b
         return op == "=" and (
-            (_lone_symbol(lhs) and _scalar_equal(a[1], rhs)) or (_lone_symbol(rhs) and _scalar_equal(a[1], lhs))
+            (_lone_symbol(lhs) and _scalar_equal(a[1], rhs))
+            or (_lone_symbol(rhs) and _scalar_equal(a[1], lhs))
+            or (not _lone_symbol(lhs) and _scalar_equal(a[1], rhs) and _scalar_equal(lhs, rhs))
         )
     if ka == "rel" and kb == "rel":
         return _relation_equal(a, b)

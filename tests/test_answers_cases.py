@@ -6,7 +6,10 @@ measures both graders on them:
 - adversarial.jsonl: written for this project, per category (thousands separators with
   spaces, named left sides, approximations, LaTeX variants, plain-text CAS answers,
   intervals vs inequalities, multiple choice, mixed numbers), each with near misses that
-  must stay unequal.
+  must stay unequal;
+- model_outputs.jsonl: final answers of real sampled solutions against the gold answer;
+  every pair on which the graders disagreed was labelled by hand (the others carry the
+  graders' common verdict and are only measured).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def _load(name: str) -> list[dict]:
 
 
 ADVERSARIAL = _load("adversarial.jsonl")
+MODEL_OUTPUTS = [r for r in _load("model_outputs.jsonl") if r["label_source"] == "hand"]
 
 
 def _id(r: dict) -> str:
@@ -42,6 +46,12 @@ def _id(r: dict) -> str:
 def test_adversarial_case(case):
     assert is_equiv(case["pred"], case["gold"]) is case["label"], case.get("note", "")
     assert is_equiv(case["gold"], case["pred"]) is case["label"]  # symmetric
+
+
+@pytest.mark.parametrize("case", MODEL_OUTPUTS, ids=[_id({**r, "category": "model"}) for r in MODEL_OUTPUTS])
+def test_hand_labelled_model_output(case):
+    """Every real model answer on which the graders disagreed, as labelled by hand."""
+    assert is_equiv(case["pred"], case["gold"]) is case["label"], case.get("note", "")
 
 
 def test_every_category_has_equal_and_unequal_cases():
