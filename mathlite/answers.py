@@ -26,7 +26,7 @@ Safety: ``is_equiv`` never raises and returns within 1 s, in three layers:
    as text; the parser limits nesting depth; exact powers and factorials are size-checked
    before they are computed (``10^{10^{10^{10}}}``, ``2^{2^{2^{2^{100}}}}``, ``100!!!!``);
    irrational powers are checked by their float logarithm (``e^{e^{e^{100}}}``); and the
-   total sympy work of one expression is bounded (``_cost``). Refused answers fall back
+   total sympy work of one expression is bounded (``latex.cost``). Refused answers fall back
    to text comparison, so identical monsters are still equal.
 2. A cooperative deadline (:mod:`mathlite.deadline`), checked between comparison steps (and between the items of
    a set or tuple). It works in every thread.
