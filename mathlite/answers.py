@@ -9,8 +9,8 @@ module answers it in three stages, cheapest first:
 2. ``normalize_answer``: a MATH-style string clean-up (``\\dfrac`` -> ``\\frac``, units,
    ``\\text{}``, degrees, ``x =`` prefixes, thousands separators, ...). Most equal
    answers are caught here, by plain string equality, in microseconds.
-3. A symbolic comparison for the rest. Our own small LaTeX parser turns each normalized
-   answer into a *value*: a scalar expression, an equation, a tuple, an interval, a set,
+3. A symbolic comparison for the rest. Our own small LaTeX parser (:mod:`mathlite.latex`)
+   turns each normalized answer into a *value*: a scalar expression, an equation, a tuple, an interval, a set,
    a matrix, or plain text. Scalars are compared by, in order:
 
    - exact rational arithmetic (``\\frac{1}{2}`` == ``0.5``; ``\\frac{1}{3}`` != ``0.33``);
@@ -26,9 +26,9 @@ Safety: ``is_equiv`` never raises and returns within 1 s, in three layers:
    as text; the parser limits nesting depth; exact powers and factorials are size-checked
    before they are computed (``10^{10^{10^{10}}}``, ``2^{2^{2^{2^{100}}}}``, ``100!!!!``);
    irrational powers are checked by their float logarithm (``e^{e^{e^{100}}}``); and the
-   total sympy work of one expression is bounded (``_cost``). Refused answers fall back
+   total sympy work of one expression is bounded (``latex.cost``). Refused answers fall back
    to text comparison, so identical monsters are still equal.
-2. A cooperative deadline, checked between comparison steps (and between the items of
+2. A cooperative deadline (:mod:`mathlite.deadline`), checked between comparison steps (and between the items of
    a set or tuple). It works in every thread.
 3. A ``SIGALRM`` interval timer when called from the main thread (a process-pool worker
    runs its tasks in its main thread too), which also interrupts long sympy calls. Other
@@ -44,7 +44,25 @@ comma-separated lists ("1, 2": MATH's "enter all solutions") are not; percent si
 degree signs, units and ``x =`` prefixes are ignored (so ``50\\%`` == ``50`` != ``0.5``);
 ``2\\frac{1}{2}`` is a mixed number; ``e`` and ``i`` are Euler's number and the imaginary
 unit; ``\\log`` is the natural logarithm; a column vector equals the same tuple; words
-compare case-insensitively; ``a\\pm b`` is the list ``a+b, a-b``.
+compare case-insensitively; ``a\\pm b`` is the list ``a+b, a-b``. Also accepted:
+
+- a named left side (``\\frac{AB}{CD} = 2``, ``m\\angle ABC = 40``: letters only) against
+  the bare value, when the right side has no variables;
+- ``A \\approx B``: the exact value A; its rounding B counts only against a gold answer
+  that is itself a non-integer number (``6.28``); ``x \\approx 11`` is 11;
+- an interval against inequalities on one variable (``(2, 5)`` == ``2 < x < 5``,
+  ``(3, \\infty)`` == ``x > 3``), a union against "``x < 1`` or ``x > 2``", and a point
+  against one equation per coordinate, in the order of the variable names
+  (``(3, -1)`` == ``y = -1, x = 3`` != ``y = 3, x = -1``);
+- a multiple-choice letter A-E against the same letter with its option's text
+  (``D`` == ``(D) 12``, ``C`` == ``C. x = 42``);
+- calculator spellings: ``sqrt(12)``, ``cbrt(x)``, ``abs(x)``, ``pi``, ``oo``, ``2**10``,
+  ``sin(x)^2``, ``5.1e-2`` (exact: 51/1000), mixed numbers ``3 1/2``, repeating
+  decimals ``0.1\\overline{6}``, and doubled backslashes (``\\\\frac``).
+
+Variables are real. The fixed evaluation points are positive, so a pair holding
+``|.|``, an even root or a fractional power is also checked where the variables are
+negative: ``|x|`` == ``\\sqrt{x^2}`` but ``|x|`` != ``x`` and ``\\sqrt{x^2}`` != ``x``.
 
 The LaTeX parser builds sympy objects itself and never calls ``eval``/``sympify`` on
 the input, so untrusted model output cannot execute code.
@@ -52,27 +70,32 @@ the input, so untrusted model output cannot execute code.
 
 from __future__ import annotations
 
-import cmath
-import math
 import os
 import re
-import signal
-import threading
-import time
-import zlib
-from contextlib import contextmanager
+from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
 
-import sympy
+from mathlite import latex
+from mathlite.deadline import Timeout, tick, time_limit
+from mathlite.latex import (
+    MAX_SYMBOLIC_COST,
+    N_POINTS,
+    ParseError,
+    TooBig,
+    children,
+    cost,
+    exact,
+    fingerprint,
+    fingerprints_close,
+    parse_value,
+    sympy_point,
+    sympy_same,
+    to_sympy,
+)
 
-__all__ = [
-    "MAX_ANSWER_CHARS",
-    "TIME_BUDGET_S",
-    "extract_answer",
-    "is_equiv",
-    "normalize_answer",
-]
+__all__ = ["MAX_ANSWER_CHARS", "TIME_BUDGET_S", "clear_caches", "exact_number", "extract_answer", "is_equiv",
+           "normalize_answer"]
 
 # Answers longer than this are compared as stripped text only. Real answers are short
 # (the longest MATH gold answer is a few hundred characters); long ones are usually
@@ -206,7 +229,7 @@ _SUBS = [(re.compile(p), r) for p, r in [
     (r"\\[dt]binom(?![a-zA-Z])", r"\\binom"),
     (r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])\.?", ""),
     (r"\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits|mathstrut)(?![a-zA-Z])", ""),
-    (r"(?<=\d),\\!(?=\d{3}(?!\d))", ""),  # MATH's thousands separator `20,\!000`
+    (r"(?<=\d),\\!\s*(?=\d{3}(?!\d))", ""),  # MATH's thousands separator `20,\!000` (`20,\! 000`)
     (r"(?<!\\)\\!", ""),
     (r"(?<!\\)\\[,;: ]|~|\\q?quad(?![a-zA-Z])", " "),
     (r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])", ""),
@@ -233,10 +256,11 @@ _SUBS = [(re.compile(p), r) for p, r in [
 # or the whole answer ("\text{Monday}", "\text{(A)}").
 _TEXT_MACRO_RE = re.compile(
     r"\\(text|textrm|textnormal|textup|textsf|texttt|textit|textbf|mbox|hbox|mathrm|mathit"
-    r"|mathbf|mathsf|boldsymbol|bm|emph|operatorname)\s*(?=\{)"
+    r"|mathbf|mathsf|mathcal|mathscr|mathfrak|boldsymbol|bm|emph|operatorname|box|Box)\s*(?=\{)"
 )
 _TEXT_CONJUNCTION_RE = re.compile(r"[\s,]*(?:and|or)?[\s,]*")
-_BOLD_MACROS = {"mathbf", "boldsymbol", "bm", "operatorname", "mathsf"}  # always unwrapped
+# always unwrapped (`\Box{6}`: a model's spelling of a box)
+_BOLD_MACROS = {"mathbf", "boldsymbol", "bm", "operatorname", "mathsf", "mathcal", "mathscr", "mathfrak", "box", "Box"}
 _WORDS_RE = re.compile(r"[A-Za-z][A-Za-z .'\-]*")
 _UNIT_POWER_RE = re.compile(r"\s*\^\s*(?:\{\s*[23]\s*\}|[23])")
 
@@ -257,8 +281,18 @@ _NUMBER_THEN_WORDS_RE = re.compile(r"^([+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+))\s+[A-Z
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _SPACES_RE = re.compile(r"(\\[a-zA-Z]+)?\s+")
 _SHORT_LHS_RE = re.compile(
-    r"^(?:[A-Z]{2,3}|[a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+|[a-zA-Z]\([a-zA-Z]\)|\((?:[a-zA-Z],)+[a-zA-Z]\))(=|\\in(?![a-zA-Z]))"
+    r"^(?:[A-Z]{2,3}|[a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+|[a-zA-Z]\([a-zA-Z]\)|\((?:[a-zA-Z],)+[a-zA-Z]\))(=|\\in(?![a-zA-Z])|\\approx(?![a-zA-Z]))"
 )
+# A named left side: `\frac{AB}{CD}=2`, `m\angle ABC=40`, `[ABC]=12` (letters, no digits or operators)
+_NAME_COMMANDS_RE = re.compile(r"\\(?:frac|angle|measuredangle|overline|triangle|widehat|overarc|arc)(?![a-zA-Z])")
+_VALUE_COMMANDS = {
+    "\\" + c for c in (
+        "frac sqrt binom pi infty cdot times div pm mp circ sin cos tan cot sec csc arcsin arccos arctan sinh cosh "
+        "tanh exp ln log lfloor rfloor lceil rceil"
+    ).split()
+}
+_FUNCTION_LHS_RE = re.compile(r"[a-zA-Z](?:\^\{?-1\}?)?\(.+\)")  # f(2), f^{-1}(6), g(f(3))
+_NAME_RE = re.compile(r"[A-Za-z{}\[\]_ ]*[A-Za-z][A-Za-z{}\[\]_ ]*")
 _RELATION_HINT_RE = re.compile(r"<|>|\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|\\ne(?![a-zA-Z])")
 _VARIABLE_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]{1,2}(?![A-Za-z])")
 _COMMAND_RE = re.compile(r"\\[A-Za-z]+")
@@ -269,6 +303,23 @@ _PLAIN_NUMBER_RE = re.compile(r"([+-]?)(\d+)(?:\.(\d*))?")
 _INT_SLASH_RE = re.compile(r"(-?)(\d+)/(\d+)")
 _CHOICE_RE = re.compile(r"\(([A-Z])\)")
 _FIX_ARGS_RE = re.compile(r"\\(frac|binom|sqrt)(?![a-zA-Z])")
+_BRACED_COMMA_RE = re.compile(r"\s*\{\s*,\s*\}\s*")  # `1{,}000`, `1 {,} 000`
+_MIXED_NUMBER_RE = re.compile(r"([+-]?\d+) (\d+) ?/ ?(\d+)")
+_SCIENTIFIC_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d+)")
+_REPEATING_RE = re.compile(r"(?<![\d.])(-?)(\d*)\.(\d*)\\overline\{(\d{1,30})\}(?![\d.])")  # 0.1\overline{6}
+_MAX_SCIENTIFIC_EXPONENT = 100  # `1e999999999` stays text rather than a billion digits
+_ARRAY_BEGIN_RE = re.compile(r"\\begin\s*\{\s*array\s*\}\s*(?:\{[^{}]*\})?")
+_ARRAY_END_RE = re.compile(r"\\end\s*\{\s*array\s*\}")
+_MATRIX_IN_BRACKETS_RE = re.compile(r"^[\[(]\s*(\\begin\{pmatrix\}(?:(?!\\begin\{).)*\\end\{pmatrix\})\s*[\])]$")
+_LONE_BACKSLASH_RE = re.compile(r"(?<!\\)\\(?!\\)")
+_DOUBLED_COMMAND_RE = re.compile(r"(?<!\\)\\\\[a-zA-Z]")
+_BACKSLASH_RUN_RE = re.compile(r"\\+")
+# Calculator / CAS spellings: `sqrt(12)`, `2*sqrt(3)`, `abs(x)`, `pi/4`, `sin(x)^2`, `2**10`.
+_PLAIN_FUNC_RE = re.compile(
+    r"(?<![\\A-Za-z])(sqrt|cbrt|abs|arcsin|arccos|arctan|asin|acos|atan|sinh|cosh|tanh|sin|cos|tan|cot|sec|csc"
+    r"|exp|ln|log|pi|oo)(?![A-Za-z])"
+)
+_PLAIN_ALIASES = {"asin": "arcsin", "acos": "arccos", "atan": "arctan", "oo": "infty"}
 
 
 def normalize_answer(s: str) -> str:
@@ -291,14 +342,23 @@ def normalize_answer(s: str) -> str:
 def _normalize(s: str) -> str:
     s = _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], s)
     s = " ".join(s.split())  # newlines, tabs, runs of spaces -> one space
+    s = _undouble_backslashes(s)
     s = _unwrap_outer(s)
+    if s.endswith("\\") and not s.endswith("\\\\"):  # a stray trailing `\` (`5\`), not a row break
+        s = s[:-1].rstrip()
     if "\\" in s or "$" in s or "%" in s or "<" in s or ">" in s or "!" in s or "~" in s:
         for pattern, repl in _SUBS:
             s = pattern.sub(repl, s)
     if "\\" in s:
         s = _replace_text_macros(s)
+        if "array" in s:  # `\begin{array}{cc}...\end{array}`: a matrix
+            s = _ARRAY_BEGIN_RE.sub(r"\\begin{pmatrix}", s)
+            s = _ARRAY_END_RE.sub(r"\\end{pmatrix}", s)
+        if "pmatrix" in s:
+            s = _MATRIX_IN_BRACKETS_RE.sub(r"\1", s)  # `\left[\begin{pmatrix}...\end{pmatrix}\right]`
+    s = _plain_math(s)
     s = s.strip()
-    if s.startswith("\\approx"):
+    if s.startswith("\\approx"):  # only the rounded value is given
         s = s[len("\\approx") :]
     s = _PLAIN_UNIT_RE.sub("", s).strip()
     m = _NUMBER_THEN_WORDS_RE.match(s)
@@ -308,9 +368,13 @@ def _normalize(s: str) -> str:
     s = re.sub(r"\s*,[\s,]*,\s*", ",", s)  # "6, 8, and 10" left two commas in a row
     # Thousands separators: `1{,}000` always; `1,000` only when the whole answer is one
     # number, so that the tuple `(1,000, 2)` or the list `1, 234` keep their commas.
-    s = s.replace("{,}", "")
+    if "{" in s and "," in s:
+        s = _BRACED_COMMA_RE.sub("", s)
     if _THOUSANDS_RE.match(s):
         s = s.replace(",", "")
+    m = _MIXED_NUMBER_RE.fullmatch(s)
+    if m and 0 < int(m.group(2)) < int(m.group(3)):  # `3 1/2` (a space, before spaces go) = 7/2
+        s = f"{m.group(1)}\\frac{{{m.group(2)}}}{{{m.group(3)}}}"
     # Spaces carry no meaning, except between letters and commands (see _space_repl).
     s = _SPACES_RE.sub(_space_repl, s)
     s = s.rstrip(".").strip()
@@ -322,6 +386,11 @@ def _normalize(s: str) -> str:
     s = _fix_macro_args(s)
     s = _LEADING_ZEROS_RE.sub("", s)
     s = _BARE_DECIMAL_RE.sub("0.", s)
+    if "\\overline" in s:
+        s = _REPEATING_RE.sub(_repeating_repl, s)
+    m = _SCIENTIFIC_RE.fullmatch(s)
+    if m and abs(int(m.group(1))) <= _MAX_SCIENTIFIC_EXPONENT:  # `5.1e-2` -> 0.051
+        s = format(Decimal(s), "f")
     m = _PLAIN_NUMBER_RE.fullmatch(s)
     if m:  # canonical plain number: -0 -> 0, 2.50 -> 2.5, 3.0 -> 3, +5 -> 5
         sign, whole, frac = m.group(1), m.group(2).lstrip("0") or "0", (m.group(3) or "").rstrip("0")
@@ -337,6 +406,73 @@ def _normalize(s: str) -> str:
     # Thousands separators are gone by now, so every comma separates items. Writing them
     # as ", " keeps the result unambiguous: normalizing "81, 256" twice must not give 81256.
     return s.replace(",", ", ")
+
+
+def _undouble_backslashes(s: str) -> str:
+    r"""`\\frac{1}{2}` (a raw string written twice) -> `\frac{1}{2}`.
+
+    Only when no backslash stands alone: then every run of them is doubled, and halving
+    the runs keeps a matrix's row break `\\` (written `\\\\`) intact.
+    """
+    if "\\\\" not in s or _LONE_BACKSLASH_RE.search(s) or not _DOUBLED_COMMAND_RE.search(s):
+        return s
+    runs = _BACKSLASH_RUN_RE.findall(s)
+    if any(len(r) % 2 for r in runs):
+        return s
+    return _BACKSLASH_RUN_RE.sub(lambda m: "\\" * (len(m.group(0)) // 2), s)
+
+
+def _plain_math(s: str) -> str:
+    r"""Calculator / CAS spellings -> LaTeX: `sqrt(12)` -> `\sqrt{12}`, `cbrt(x)` -> `\sqrt[3]{x}`,
+    `abs(x)` -> `|x|`, `sin(x)` -> `\sin(x)`, `pi` -> `\pi`, `oo` -> `\infty`, `2**10` -> `2^10`."""
+    if "**" in s:
+        s = s.replace("**", "^")
+    if not _PLAIN_FUNC_RE.search(s):
+        return s
+    out: list[str] = []
+    pos = 0
+    for m in _PLAIN_FUNC_RE.finditer(s):
+        if m.start() < pos:  # inside an argument already rewritten
+            continue
+        name = _PLAIN_ALIASES.get(m.group(1), m.group(1))
+        out.append(s[pos : m.start()])
+        pos = m.end()
+        if name in ("sqrt", "cbrt", "abs"):
+            j = pos
+            while j < len(s) and s[j] == " ":
+                j += 1
+            close = _matching_paren(s, j) if j < len(s) and s[j] == "(" else None
+            if close is None:
+                out.append("\\sqrt" if name == "sqrt" else m.group(1))  # `sqrt 3`; a lone word stays
+                continue
+            inner = _plain_math(s[j + 1 : close])
+            out.append({"sqrt": "\\sqrt{%s}", "cbrt": "\\sqrt[3]{%s}", "abs": "|%s|"}[name] % inner)
+            pos = close + 1
+        else:
+            out.append("\\" + name + (" " if s[pos : pos + 1].isalpha() else ""))
+    out.append(s[pos:])
+    return "".join(out)
+
+
+def _repeating_repl(m: re.Match) -> str:
+    """`0.1\\overline{6}` -> `\\frac{1}{6}`: a repeating decimal as the exact fraction."""
+    sign, whole, fixed, period = m.groups()
+    value = Fraction(int(whole or 0)) + Fraction(int(fixed or 0), 10 ** len(fixed))
+    value += Fraction(int(period), (10 ** len(period) - 1) * 10 ** len(fixed))
+    return f"{sign}\\frac{{{value.numerator}}}{{{value.denominator}}}" if value.denominator != 1 else sign + str(value)
+
+
+def _matching_paren(s: str, i: int) -> int | None:
+    """Index of the `)` closing the `(` at s[i]."""
+    depth = 0
+    for j in range(i, len(s)):
+        if s[j] == "(":
+            depth += 1
+        elif s[j] == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    return None
 
 
 def _space_repl(m: re.Match) -> str:
@@ -420,19 +556,43 @@ def _strip_outer_braces(s: str) -> str:
     return s
 
 
-def _strip_short_lhs(s: str) -> str:
-    """`x=5` -> `5`, `f(x)=x^2` -> `x^2`, `(x,y)=(1,2)` -> `(1,2)`, `x\\in[0,1]` -> `[0,1]`.
+def _has_variables(s: str) -> bool:
+    """Letters, or a command that is not a number, an operation or a function (`\\theta`)."""
+    if _VARIABLE_RE.search(_COMMAND_RE.sub(" ", s)):
+        return True
+    return any(c not in _VALUE_COMMANDS for c in _COMMAND_RE.findall(s))
 
-    Only when the left side is a lone variable (or a segment name such as `AB`) and the
+
+def _strip_short_lhs(s: str) -> str:
+    """`x=5` -> `5`, `f(x)=x^2` -> `x^2`, `(x,y)=(1,2)` -> `(1,2)`, `x\\in[0,1]` -> `[0,1]`,
+    `x\\approx 11` -> `11`, `\\frac{AB}{CD}=2` -> `2`, `f(2)=5` -> `5`, `7+2+10=17` -> `17`.
+
+    Only when the left side is a lone variable (or a name such as `AB`, `m\\angle ABC`,
+    `\\frac{AB}{CD}`: letters only, whose right side must then be a value) and the
     answer holds no other relation: `x^2+y^2=1` stays an equation, and so does `y=2x+1`,
     whose right side has variables (see below).
     """
+    if _RELATION_HINT_RE.search(s):
+        return s
     m = _SHORT_LHS_RE.match(s)
-    if not m or _RELATION_HINT_RE.search(s):
+    if not m:
+        if "=" not in s:
+            return s
+        sides = s.split("=")
+        if not all(sides) or any(_has_variables(side) for side in sides[-1:]):
+            return s
+        # A computation ending in its value (`7+2+10=19`): the value.
+        if not any(_has_variables(side) for side in sides):
+            return sides[-1]
+        # A named quantity (`\frac{AB}{CD}=2`, `f(2)=5`, `f^{-1}(f^{-1}(6))=1`) set equal to a value.
+        if len(sides) == 2 and (
+            _NAME_RE.fullmatch(_NAME_COMMANDS_RE.sub(" ", sides[0])) or _FUNCTION_LHS_RE.fullmatch(sides[0])
+        ):
+            return sides[1]
         return s
     rest = s[m.end() :]
-    if m.group(1) == "=":
-        if s.count("=") != 1:
+    if m.group(1) != "\\in":
+        if s.count("=") != (m.group(1) == "="):  # `x=5`, `x\approx 11`: one relation only
             return s
         lhs = s[: m.start(1)]
         # `y=2x+1` stays an equation, so that it can still match `2y=4x+2`; the comparison
@@ -497,831 +657,66 @@ def _read_arg(s: str, j: int) -> tuple[str | None, int]:
 
 
 # --------------------------------------------------------------------------------------
-# 3a. A small LaTeX parser: normalized string -> AST of nested tuples
-# --------------------------------------------------------------------------------------
-# AST nodes are hashable tuples, so every later stage can be cached per node:
-#   ("num", Fraction)  ("sym", name)  ("const", "pi"|"e"|"i"|"inf")
-#   ("add", (terms...))  ("mul", (factors...))  ("neg", x)  ("inv", x)  ("pow", base, exp)
-#   ("root", x, n)  ("fn", name, x)  ("log", x, base|None)  ("fact", x)  ("binom", n, k)
-#   ("abs", x)  ("floor", x)  ("ceil", x)
-
-
-class _ParseError(Exception):
-    """Not an expression we understand: the answer is compared as text."""
-
-
-class _TooBig(Exception):
-    """A number too large to compute exactly (e.g. an exponent tower): compare as text."""
-
-
-class _Timeout(BaseException):
-    """The time budget of one comparison ran out.
-
-    A BaseException, like KeyboardInterrupt, so that the `except Exception:` blocks inside
-    sympy cannot swallow it when the alarm fires in the middle of their code.
-    """
-
-
-_TOKEN_RE = re.compile(r"\s*(?:(\d+(?:\.\d+)?|\.\d+)|(\\[a-zA-Z]+|\\[{}|])|([a-zA-Z])|(\S))")
-_FUNCTIONS = {
-    "\\sin", "\\cos", "\\tan", "\\cot", "\\sec", "\\csc", "\\arcsin", "\\arccos", "\\arctan",
-    "\\sinh", "\\cosh", "\\tanh", "\\exp", "\\ln", "\\log",
-}
-_GREEK = {
-    "\\" + g for g in (
-        "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu "
-        "nu xi rho sigma tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Sigma "
-        "Upsilon Phi Psi Omega ell"
-    ).split()
-}
-_ATOM_COMMANDS = {"\\frac", "\\sqrt", "\\binom", "\\pi", "\\infty", "\\lfloor", "\\lceil"} | _FUNCTIONS | _GREEK
-_MAX_DEPTH = 60
-
-
-def _tokenize(s: str) -> list[tuple[str, str]]:
-    tokens = []
-    pos = 0
-    n = len(s)
-    while pos < n:
-        m = _TOKEN_RE.match(s, pos)
-        if not m:  # only trailing whitespace is left
-            break
-        pos = m.end()
-        if m.group(1):
-            tokens.append(("num", m.group(1)))
-        elif m.group(2):
-            tokens.append(("cmd", m.group(2)))
-        elif m.group(3):
-            tokens.append(("let", m.group(3)))
-        elif m.group(4):
-            tokens.append(("op", m.group(4)))
-    return tokens
-
-
-class _Parser:
-    """Recursive descent over the usual precedence levels, with LaTeX's implicit product.
-
-        expr    := term (('+'|'-') term)*
-        term    := unary (('\\cdot'|'*'|'/'|'\\div') unary | <implicit> power)*
-        unary   := ('-'|'+') unary | power
-        power   := postfix ('^' exponent)?
-        postfix := atom '!'*
-    """
-
-    def __init__(self, s: str):
-        self.toks = _tokenize(s)
-        self.i = 0
-        self.depth = 0
-        self.in_abs = 0
-
-    def parse(self):
-        node = self.expr()
-        if self.i != len(self.toks):
-            raise _ParseError(f"unexpected {self.peek()!r}")
-        return node
-
-    # -- token helpers
-    def peek(self) -> str | None:
-        return self.toks[self.i][1] if self.i < len(self.toks) else None
-
-    def take(self) -> tuple[str, str]:
-        if self.i >= len(self.toks):
-            raise _ParseError("unexpected end")
-        tok = self.toks[self.i]
-        self.i += 1
-        return tok
-
-    def expect(self, text: str) -> None:
-        if self.take()[1] != text:
-            raise _ParseError(f"expected {text}")
-
-    def starts_atom(self) -> bool:
-        kind, text = (self.toks[self.i] if self.i < len(self.toks) else (None, None))
-        if kind in ("num", "let"):
-            return True
-        if kind == "cmd":
-            return text in _ATOM_COMMANDS
-        if kind == "op":
-            return text in ("(", "{") or (text == "|" and not self.in_abs)
-        return False
-
-    # -- grammar
-    def expr(self):
-        self.depth += 1
-        if self.depth > _MAX_DEPTH:
-            raise _ParseError("nested too deeply")
-        terms = [self.term()]
-        while self.peek() in ("+", "-"):
-            op = self.take()[1]
-            t = self.term()
-            terms.append(t if op == "+" else ("neg", t))
-        self.depth -= 1
-        return terms[0] if len(terms) == 1 else ("add", tuple(terms))
-
-    def term(self):
-        factors = [self.unary()]
-        while True:
-            t = self.peek()
-            if t in ("*", "\\cdot"):
-                self.take()
-                factors.append(self.unary())
-            elif t in ("/", "\\div"):
-                self.take()
-                factors.append(("inv", self.unary()))
-            elif self.starts_atom():
-                mixed = (
-                    t == "\\frac"
-                    and len(factors) == 1
-                    and self.toks[self.i - 1][0] == "num"  # written digits, not `\frac{8}{2}`
-                    and _int_literal(factors[0]) is not None
-                )
-                node = self.power()
-                if mixed and node[0] == "num" and 0 < node[1] < 1:
-                    # MATH writes mixed numbers as `2\frac{1}{2}` (= 5/2, not 2 * 1/2).
-                    whole = _int_literal(factors[0])
-                    value = abs(whole) + node[1]
-                    factors[0] = ("num", -value if whole < 0 or factors[0][0] == "neg" else value)
-                    continue
-                factors.append(node)
-            else:
-                break
-        return factors[0] if len(factors) == 1 else ("mul", tuple(factors))
-
-    def unary(self):
-        t = self.peek()
-        if t == "-":
-            self.take()
-            return ("neg", self.unary())
-        if t == "+":
-            self.take()
-            return self.unary()
-        return self.power()
-
-    def power(self):
-        base = self.postfix()
-        if self.peek() == "^":
-            self.take()
-            return ("pow", base, self.exponent())
-        return base
-
-    def exponent(self):
-        # `x^-1` and `x^{...}`; a bare multi-digit exponent `10^10` is read as 10^{10},
-        # the intent of plain-text answers (TeX itself would read 10^1 0).
-        t = self.peek()
-        if t == "-":
-            self.take()
-            return ("neg", self.exponent())
-        if t == "+":
-            self.take()
-            return self.exponent()
-        return self.postfix()
-
-    def postfix(self):
-        node = self.atom()
-        while self.peek() == "!":
-            self.take()
-            node = ("fact", node)
-        return node
-
-    def group(self):
-        """A macro argument: `{expr}` or a single token."""
-        if self.peek() == "{":
-            self.take()
-            self.depth += 1
-            node = self.expr()
-            self.depth -= 1
-            self.expect("}")
-            return node
-        return self.atom()
-
-    def subscript_name(self) -> str:
-        if self.peek() == "{":
-            self.take()
-            parts = []
-            while self.peek() not in ("}", None):
-                parts.append(self.take()[1])
-            self.expect("}")
-            return "".join(parts)
-        return self.take()[1]
-
-    def atom(self):
-        kind, text = self.take()
-        if kind == "num":
-            if self.peek() == "_":  # `1011_2`: a base-2 numeral, not a product
-                raise _ParseError("number base notation")
-            return ("num", Fraction(text))
-        if kind == "let" or text in _GREEK:
-            name = text
-            if self.peek() == "_":
-                self.take()
-                name += "_" + self.subscript_name()
-            elif text == "e":
-                return ("const", "e")
-            elif text == "i":
-                return ("const", "i")
-            return ("sym", name)
-        if text == "\\pi":
-            return ("const", "pi")
-        if text == "\\infty":
-            return ("const", "inf")
-        if text == "\\frac":
-            num, den = self.group(), self.group()
-            if num[0] == "num" and den[0] == "num":
-                if den[1] == 0:
-                    raise _ParseError("division by zero")
-                return ("num", num[1] / den[1])
-            return ("mul", (num, ("inv", den)))
-        if text == "\\sqrt":
-            index = ("num", Fraction(2))
-            if self.peek() == "[":
-                self.take()
-                index = self.expr()
-                self.expect("]")
-            return ("root", self.group(), index)
-        if text == "\\binom":
-            return ("binom", self.group(), self.group())
-        if text in _FUNCTIONS:
-            return self.function(text)
-        if text in ("\\lfloor", "\\lceil"):
-            inner = self.expr()
-            self.expect("\\rfloor" if text == "\\lfloor" else "\\rceil")
-            return ("floor" if text == "\\lfloor" else "ceil", inner)
-        if text in ("(", "[", "{"):
-            self.depth += 1
-            inner = self.expr()
-            self.depth -= 1
-            self.expect({"(": ")", "[": "]", "{": "}"}[text])
-            return inner
-        if text == "|":
-            self.in_abs += 1
-            inner = self.expr()
-            self.in_abs -= 1
-            self.expect("|")
-            return ("abs", inner)
-        raise _ParseError(f"unsupported {text!r}")
-
-    def function(self, name: str):
-        power = base = None
-        if self.peek() == "^":  # \sin^2 x
-            self.take()
-            power = self.exponent()
-        if name == "\\log" and self.peek() == "_":
-            self.take()
-            kind, text = self.toks[self.i] if self.i < len(self.toks) else (None, None)
-            if kind == "num" and len(text) > 1 and "." not in text:
-                # `\log_28` (spaces are gone by now) is TeX for log base 2 of 8
-                self.toks[self.i] = ("num", text[1:])
-                base = ("num", Fraction(text[0]))
-            else:
-                base = self.group()
-        if self.peek() in ("(", "{", "["):
-            arg = self.atom()
-        else:  # `\sin 2x` is sin(2x); stop at the next function (`\sin x \cos x`)
-            factors = [self.power()]
-            while self.starts_atom() and self.peek() not in _FUNCTIONS:
-                factors.append(self.power())
-            arg = factors[0] if len(factors) == 1 else ("mul", tuple(factors))
-        if name in ("\\log", "\\ln"):
-            node = ("log", arg, base)
-        elif name == "\\exp":
-            node = ("pow", ("const", "e"), arg)
-        else:
-            node = ("fn", name[1:], arg)
-        if power is not None:
-            if power == ("neg", ("num", 1)):
-                raise _ParseError("ambiguous inverse-function notation")
-            node = ("pow", node, power)
-        return node
-
-
-def _int_literal(node) -> int | None:
-    if node[0] == "neg":
-        node = node[1]
-    if node[0] == "num" and node[1].denominator == 1:
-        return int(node[1])
-    return None
-
-
-# --------------------------------------------------------------------------------------
-# 3b. Three interpretations of an AST: exact rational, float fingerprint, sympy
-# --------------------------------------------------------------------------------------
-
-_MAX_EXACT_BITS = 100_000  # ~30,000 digits: instant to compute, and far beyond real answers
-_MAX_FACTORIAL = 3000
-_MAX_SYMBOLIC_EXPONENT = 1000  # x^{1000} at a rational point: ~3 ms in sympy; x^{10000}: ~0.4 s
-_MAX_SYMBOLIC_COST = 20_000  # see _cost
-
-
-def _check_power_size(base: Fraction, exp: Fraction) -> None:
-    """Refuse base**exp when the exact result would be astronomically large."""
-    bits = max(base.numerator.bit_length(), base.denominator.bit_length(), 1)
-    if abs(base) != 1 and base != 0 and abs(exp) * bits > _MAX_EXACT_BITS:
-        raise _TooBig("power")
-
-
-def _check_exact_size(v: Fraction) -> Fraction:
-    """Refuse an exact intermediate result beyond _MAX_EXACT_BITS.
-
-    Sums and products are bounded too, not only powers: each step of a sum of terms
-    such as 1/3^{49500} + 1/5^{33000} + ... runs a big-integer gcd that takes time
-    quadratic in the size (tens of ms at 100,000 bits, seconds beyond), inside C code
-    that no alarm interrupts. The caller also checks the deadline between steps.
-    """
-    if max(v.numerator.bit_length(), v.denominator.bit_length()) > _MAX_EXACT_BITS:
-        raise _TooBig("exact value")
-    return v
-
-
-@lru_cache(maxsize=1 << 15)
-def _exact(node) -> Fraction | None:
-    """The exact rational value of a constant expression, or None (symbols, radicals, pi)."""
-    kind = node[0]
-    if kind == "num":
-        return node[1]
-    if kind in ("neg", "abs", "inv", "floor", "ceil"):
-        v = _exact(node[1])
-        if v is None:
-            return None
-        if kind == "neg":
-            return -v
-        if kind == "abs":
-            return abs(v)
-        if kind == "floor":
-            return Fraction(math.floor(v))
-        if kind == "ceil":
-            return Fraction(math.ceil(v))
-        if v == 0:
-            raise _ParseError("division by zero")
-        return 1 / v
-    if kind in ("add", "mul"):
-        values = [_exact(x) for x in node[1]]  # evaluate all: size guards must run on each
-        if any(v is None for v in values):
-            return None
-        total = Fraction(0 if kind == "add" else 1)
-        for v in values:
-            _tick()
-            total = _check_exact_size(total + v if kind == "add" else total * v)
-        return total
-    if kind == "pow":
-        base, exp = _exact(node[1]), _exact(node[2])
-        if base is None or exp is None:
-            if exp is not None and abs(exp) > _MAX_SYMBOLIC_EXPONENT:
-                raise _TooBig("exponent")
-            return None
-        _check_power_size(base, exp)
-        if exp.denominator != 1:
-            return None  # irrational in general; sympy decides
-        if base == 0 and exp < 0:
-            raise _ParseError("division by zero")
-        return base ** int(exp)
-    if kind == "fact":
-        v = _exact(node[1])
-        if v is None or v.denominator != 1 or v < 0:
-            return None
-        if v > _MAX_FACTORIAL:
-            raise _TooBig("factorial")
-        return Fraction(math.factorial(int(v)))
-    if kind == "binom":
-        n, k = _exact(node[1]), _exact(node[2])
-        if n is None or k is None or n.denominator != 1 or k.denominator != 1 or n < 0:
-            return None
-        if n > 100 * _MAX_FACTORIAL:
-            raise _TooBig("binomial")
-        if 0 < k < n:  # log2 C(n, k), estimated before the (uninterruptible) exact computation
-            bits = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
-            if bits > _MAX_EXACT_BITS:
-                raise _TooBig("binomial")
-        return Fraction(math.comb(int(n), int(k))) if k >= 0 else Fraction(0)
-    if kind == "root":  # evaluate for the size guard; the value itself goes to sympy
-        _exact(node[1]), _exact(node[2])
-        return None
-    return None
-
-
-# -- float fingerprint ----------------------------------------------------------------
-# Free symbols get the same pseudo-random value in every expression (derived from the
-# symbol's name), so fingerprints of different answers are comparable. The values are
-# exact rationals in [0.5, 2), so sympy can later substitute the very same points.
-_N_POINTS = 3
-
-
-@lru_cache(maxsize=4096)
-def _point(name: str, k: int) -> Fraction:
-    h = zlib.crc32(f"{k}|{name}".encode())
-    return Fraction(50_000 + h % 150_000, 100_000)
-
-
-_FLOAT_FUNCS = {
-    "sin": cmath.sin, "cos": cmath.cos, "tan": cmath.tan, "arcsin": cmath.asin, "arccos": cmath.acos,
-    "arctan": cmath.atan, "sinh": cmath.sinh, "cosh": cmath.cosh, "tanh": cmath.tanh,
-    "cot": lambda x: 1 / cmath.tan(x), "sec": lambda x: 1 / cmath.cos(x), "csc": lambda x: 1 / cmath.sin(x),
-}
-_BIG = 1e300
-
-
-def _num(node, k: int, scale: list) -> complex:
-    """Float value at point k. scale[0] tracks the largest magnitude summed (for tolerances)."""
-    kind = node[0]
-    if kind == "num":
-        return complex(float(node[1]))
-    if kind == "sym":
-        return complex(float(_point(node[1], k)))
-    if kind == "const":
-        return {"pi": complex(math.pi), "e": complex(math.e), "i": 1j, "inf": complex(math.inf)}[node[1]]
-    if kind == "add":
-        total = 0j
-        for x in node[1]:
-            v = _num(x, k, scale)
-            scale[0] = max(scale[0], abs(v))
-            total += v
-        return total
-    if kind == "mul":
-        product = 1 + 0j
-        for x in node[1]:
-            product *= _num(x, k, scale)
-        return _finite(product)
-    if kind == "neg":
-        return 0j - _num(node[1], k, scale)  # not -v: -(1+0j) has imag -0.0, below sqrt's branch cut
-    if kind == "inv":
-        return 1 / _num(node[1], k, scale)
-    if kind == "pow":
-        b, e = _num(node[1], k, scale), _num(node[2], k, scale)
-        if e.imag == 0 and e.real.is_integer() and abs(e.real) <= 64:
-            return _finite(b ** int(e.real))  # exact-ish repeated multiplication
-        if b == 0:
-            if e.real > 0:
-                return 0j
-            raise ZeroDivisionError
-        return _finite(cmath.exp(e * cmath.log(b + 0j)))
-    if kind == "root":
-        x, n = _num(node[1], k, scale) + 0j, _num(node[2], k, scale)  # + 0j turns -0.0 into 0.0
-        if x.imag == 0 and x.real < 0 and n.imag == 0 and n.real % 2 == 1:
-            return -((-x.real) ** (1 / n.real)) + 0j  # real odd root: cbrt(-8) = -2
-        return cmath.sqrt(x) if n == 2 else (cmath.exp(cmath.log(x) / n) if x != 0 else 0j)
-    if kind == "fn":
-        return _finite(_FLOAT_FUNCS[node[1]](_num(node[2], k, scale)))
-    if kind == "log":
-        x = cmath.log(_num(node[1], k, scale) + 0j)
-        return x if node[2] is None else x / cmath.log(_num(node[2], k, scale) + 0j)
-    if kind == "abs":
-        return complex(abs(_num(node[1], k, scale)))
-    if kind in ("floor", "ceil", "fact", "binom"):
-        x = _num(node[1], k, scale)
-        if abs(x.imag) > 1e-12:
-            raise ValueError("not real")
-        if kind == "floor":
-            return complex(math.floor(x.real))
-        if kind == "ceil":
-            return complex(math.ceil(x.real))
-        if kind == "fact":
-            return complex(math.gamma(x.real + 1))
-        kk = _num(node[2], k, scale).real
-        return complex(math.gamma(x.real + 1) / (math.gamma(kk + 1) * math.gamma(x.real - kk + 1)))
-    raise ValueError(kind)
-
-
-def _finite(z: complex) -> complex:
-    if abs(z) > _BIG:
-        raise OverflowError
-    return z
-
-
-@lru_cache(maxsize=1 << 15)
-def _fingerprint(node) -> tuple | None:
-    """((value, scale), ...) at the fixed points, or None when it cannot be evaluated."""
-    out = []
-    try:
-        for k in range(_N_POINTS):
-            scale = [0.0]
-            v = _num(node, k, scale)
-            if not (math.isfinite(v.real) and math.isfinite(v.imag)):
-                return None
-            out.append((v, max(scale[0], abs(v))))
-    except (ArithmeticError, ValueError, TypeError):
-        return None
-    return tuple(out)
-
-
-def _fingerprints_close(fa: tuple, fb: tuple) -> bool:
-    # Loose on purpose: this only has to reject clearly different values; sympy confirms
-    # the close ones at 40 digits. The tolerance follows the size of the summed terms, so
-    # cancellation in floating point cannot reject a true identity.
-    for (a, sa), (b, sb) in zip(fa, fb):
-        if abs(a - b) > 1e-7 * max(1.0, sa, sb):
-            return False
-    return True
-
-
-# -- sympy ---------------------------------------------------------------------------
-_SYMPY_FUNCS = {
-    "sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "cot": sympy.cot, "sec": sympy.sec,
-    "csc": sympy.csc, "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan,
-    "sinh": sympy.sinh, "cosh": sympy.cosh, "tanh": sympy.tanh,
-}
-_SYMPY_CONSTS = {"pi": sympy.pi, "e": sympy.E, "i": sympy.I, "inf": sympy.oo}
-
-
-@lru_cache(maxsize=1 << 15)
-def _to_sympy(node) -> sympy.Expr:
-    """Build the sympy expression ourselves (no string parsing), refusing huge numbers first."""
-    kind = node[0]
-    if kind == "num":
-        return sympy.Rational(node[1].numerator, node[1].denominator)
-    if kind == "sym":
-        return sympy.Symbol(node[1])
-    if kind == "const":
-        return _SYMPY_CONSTS[node[1]]
-    if kind == "add":
-        return sympy.Add(*[_to_sympy(x) for x in node[1]])
-    if kind == "mul":
-        return sympy.Mul(*[_to_sympy(x) for x in node[1]])
-    if kind == "neg":
-        return -_to_sympy(node[1])
-    if kind == "inv":
-        return 1 / _to_sympy(node[1])
-    if kind == "pow":
-        exact = _exact(node)  # runs the size guards on towers like 10^{10^{10}}
-        if exact is not None:
-            return sympy.Rational(exact.numerator, exact.denominator)
-        exp_exact = _exact(node[2])
-        if exp_exact is not None and (
-            abs(exp_exact) > _MAX_SYMBOLIC_EXPONENT or exp_exact.denominator > _MAX_SYMBOLIC_EXPONENT
-        ):
-            raise _TooBig("exponent")
-        _check_magnitude(node[1], node[2])
-        return sympy.Pow(_to_sympy(node[1]), _to_sympy(node[2]))
-    if kind == "root":
-        x, n = _to_sympy(node[1]), _to_sympy(node[2])
-        _exact(node)  # size guard
-        if n == 2:
-            return sympy.sqrt(x)
-        if x.is_number and x.is_negative and n.is_integer and n.is_odd:
-            return -sympy.root(-x, n)  # the real cube root of a negative number
-        return sympy.root(x, n)
-    if kind == "fn":
-        # sin(10^{30000}) needs 30,000 digits of pi: refuse arguments beyond any real answer.
-        try:
-            if abs(_num(node[2], 0, [0.0])) > 1e9:
-                raise _TooBig("trigonometric argument")
-        except (ArithmeticError, ValueError, TypeError):
-            raise _TooBig("trigonometric argument") from None
-        return _SYMPY_FUNCS[node[1]](_to_sympy(node[2]))
-    if kind == "log":
-        x = _to_sympy(node[1])
-        return sympy.log(x) if node[2] is None else sympy.log(x, _to_sympy(node[2]))
-    if kind == "abs":
-        return sympy.Abs(_to_sympy(node[1]))
-    if kind in ("floor", "ceil"):
-        return (sympy.floor if kind == "floor" else sympy.ceiling)(_to_sympy(node[1]))
-    if kind in ("fact", "binom"):
-        exact = _exact(node)  # refuses 100!!!! before sympy tries
-        if exact is not None:
-            return sympy.Integer(int(exact))
-        if kind == "fact":
-            return sympy.factorial(_to_sympy(node[1]))
-        return sympy.binomial(_to_sympy(node[1]), _to_sympy(node[2]))
-    raise _ParseError(kind)
-
-
-_MAX_LOG_MAGNITUDE = 1e5  # |base^exp| up to e^100000: mpmath copes; e^{e^{e^{100}}} it does not
-
-
-def _check_magnitude(base, exp) -> None:
-    """Refuse irrational powers whose size alone would stall mpmath (e^{e^{e^{100}}}).
-
-    Exact powers are guarded by _check_power_size; this estimates log|base^exp| in floats
-    at the first fingerprint point (a float overflow on the way means: far too big).
-    """
-    try:
-        b, e = _num(base, 0, [0.0]), _num(exp, 0, [0.0])
-        log_b = abs(cmath.log(b)) if b != 0 else 0.0
-    except (ArithmeticError, ValueError, TypeError):
-        raise _TooBig("magnitude") from None
-    if abs(e) * max(1.0, log_b) > _MAX_LOG_MAGNITUDE:
-        raise _TooBig("magnitude")
-
-
-def _children(node):
-    for part in node[1:]:
-        if isinstance(part, tuple):
-            if part and isinstance(part[0], tuple):  # the term list of "add"/"mul"
-                yield from part
-            elif part and isinstance(part[0], str):
-                yield part
-
-
-@lru_cache(maxsize=1 << 15)
-def _cost(node) -> int:
-    """A rough bound on sympy's work for a node: its size plus the sizes of exact powers.
-
-    A single sympy call cannot be interrupted outside the main thread (no SIGALRM there),
-    so the total work of one call must be bounded before it starts: forty terms like
-    (x+1)^{1000} are fine, a hundred are refused and compared as text.
-    """
-    cost = 1 + sum(_cost(child) for child in _children(node))
-    if node[0] in ("pow", "fact", "binom"):
-        # the exponent of a power; the argument of a factorial; both arguments of a
-        # binomial (sympy expands \binom{x}{150000} or \binom{-5}{10^5} for minutes)
-        for part in (node[2],) if node[0] == "pow" else node[1:]:
-            v = _exact(part)
-            if v is not None:
-                cost += min(int(abs(v)), 10 * _MAX_SYMBOLIC_COST)
-    return cost
-
-
-_INFINITIES = (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
-
-
-def _sympy_same(sa: sympy.Expr, sb: sympy.Expr, magnitude: float, points: int = _N_POINTS) -> bool:
-    """Exact check with sympy: canonical forms, else the difference at 40 digits.
-
-    ``points``: at how many of the fixed points to evaluate. One is enough after the float
-    fingerprints agreed at all of them: sympy's job is then precision, not more points.
-    """
-    if sa == sb:
-        return True
-    if sa.has(*_INFINITIES) or sb.has(*_INFINITIES):
-        return False  # oo only ever equals oo, and that was the canonical-form check
-    diff = sa - sb
-    if diff == 0:
-        return True
-    symbols = sorted(diff.free_symbols, key=lambda s: s.name)
-    for k in range(points if symbols else 1):
-        _tick()
-        d = diff.xreplace({s: _sympy_point(s.name, k) for s in symbols}) if symbols else diff
-        if d == 0:
-            continue
-        try:  # mpmath gives up on monsters such as e^{e^{e^{e^{10}}}} with OverflowError
-            v = complex(d.evalf(40))
-        except (ArithmeticError, TypeError, ValueError):
-            return False
-        if not abs(v) <= 1e-30 * max(1.0, magnitude):
-            return False
-    return True
-
-
-@lru_cache(maxsize=4096)
-def _sympy_point(name: str, k: int) -> sympy.Rational:
-    p = _point(name, k)
-    return sympy.Rational(p.numerator, p.denominator)
-
-
-# --------------------------------------------------------------------------------------
-# 3c. Values: what kind of answer is this (number, tuple, interval, set, equation, ...)?
-# --------------------------------------------------------------------------------------
-# ("scalar", ast)  ("rel", op, lhs, rhs)  ("chain", ops, operands)  ("seq", open, close, items)
-# ("set", items)  ("union", items)  ("matrix", rows)  ("text", string)
-
-_RELATIONS = ("\\le", "\\ge", "\\ne", "=", "<", ">")
-_FLIP = {">": "<", "\\ge": "\\le"}
-_OPEN, _CLOSE = "([{", ")]}"
-
-
-def _split_top(s: str, seps: tuple[str, ...]) -> tuple[list[str], list[str]] | None:
-    """Split at separators outside brackets; None if the brackets do not balance.
-
-    Brackets are counted regardless of their kind, so the half-open interval `[1,2)`
-    balances. `\\{`/`\\}` count as brackets too.
-    """
-    parts, found = [], []
-    depth = 0
-    start = i = 0
-    n = len(s)
-    while i < n:
-        c = s[i]
-        step = 1
-        if s.startswith("\\{", i):
-            depth, step = depth + 1, 2
-        elif s.startswith("\\}", i):
-            depth, step = depth - 1, 2
-        elif c in _OPEN:
-            depth += 1
-        elif c in _CLOSE:
-            depth -= 1
-        elif depth == 0:
-            for sep in seps:
-                # `\le` must not match the start of another command such as `\left`
-                if s.startswith(sep, i) and not (sep[0] == "\\" and s[i + len(sep) : i + len(sep) + 1].isalpha()):
-                    parts.append(s[start:i])
-                    found.append(sep)
-                    step = len(sep)
-                    start = i + step
-                    break
-        if depth < 0:
-            return None
-        i += step
-    if depth != 0:
-        return None
-    parts.append(s[start:])
-    return parts, found
-
-
-def _wrapped(s: str, left: str, right: str) -> bool:
-    """Does the bracket at the start of s close at its very end?"""
-    if not (s.startswith(left) and s.endswith(right)) or len(s) < len(left) + len(right):
-        return False
-    split = _split_top(s[len(left) : len(s) - len(right)], ())
-    return split is not None
-
-
-_MATRIX_RE = re.compile(r"\\begin\{pmatrix\}(.*)\\end\{pmatrix\}", re.DOTALL)
-_LETTER_RUN_RE = re.compile(r"[A-Za-z]{3,}")
-
-
-@lru_cache(maxsize=1 << 15)
-def _parse_value(s: str, top: bool = True):
-    text = ("text", s.casefold())
-    if not s:
-        return text
-    m = _MATRIX_RE.fullmatch(s)
-    if m:
-        rows = [r for r in re.split(r"\\\\", m.group(1)) if r.strip()]
-        cells = tuple(tuple(_parse_value(c.strip(), False) for c in r.split("&")) for r in rows)
-        if cells and len({len(r) for r in cells}) == 1:
-            return ("matrix", cells)
-        return text
-    if top and s.count("\\pm") == 1 and "\\mp" not in s:
-        # `1\pm\sqrt2` is the solution list `1+\sqrt2, 1-\sqrt2`.
-        return ("set", (_parse_value(s.replace("\\pm", "+"), False), _parse_value(s.replace("\\pm", "-"), False)))
-    split = _split_top(s, (",",))
-    if split is None:
-        return text
-    if len(split[0]) > 1:
-        if not top or any(not p.strip() for p in split[0]):
-            return text
-        # A bare comma-separated list is a list of solutions ("1, 2"), as MATH asks for with
-        # "enter all the solutions, separated by commas": order does not matter.
-        return ("set", tuple(_parse_value(p.strip(), False) for p in split[0]))
-    split = _split_top(s, ("\\cup",))
-    if split is not None and len(split[0]) > 1:
-        items = tuple(_parse_value(p.strip(), False) for p in split[0])
-        if all(v[0] in ("seq", "set") for v in items):
-            return ("union", items)
-        return text
-    if s == "\\emptyset":
-        return ("set", ())
-    if _wrapped(s, "\\{", "\\}"):
-        inner = _split_top(s[2:-2], (",",))
-        if inner is None:
-            return text
-        return ("set", tuple(_parse_value(p.strip(), False) for p in inner[0] if p.strip()))
-    if s[0] in "([" and s[-1] in ")]" and _wrapped(s, s[0], s[-1]):
-        inner = _split_top(s[1:-1], (",",))
-        if inner is not None and len(inner[0]) > 1:
-            # Tuples and intervals alike: ordered items with their brackets, so `(1,2)` !=
-            # `(2,1)` and `[1,2)` != `[1,2]`.
-            return ("seq", s[0], s[-1], tuple(_parse_value(p.strip(), False) for p in inner[0]))
-    split = _split_top(s, _RELATIONS)
-    if split is not None and len(split[0]) > 1:
-        parts, ops = split
-        try:
-            asts = [_parse_scalar(p) for p in parts]
-        except _ParseError:
-            return text
-        if len(asts) == 2:
-            lhs, rhs = asts
-            if ops[0] in _FLIP:
-                return ("rel", _FLIP[ops[0]], rhs, lhs)
-            return ("rel", ops[0], lhs, rhs)
-        if all(op in _FLIP for op in ops):  # 3 > x > 1  ->  1 < x < 3
-            return ("chain", tuple(_FLIP[o] for o in reversed(ops)), tuple(reversed(asts)))
-        return ("chain", tuple(ops), tuple(asts))
-    try:
-        return ("scalar", _parse_scalar(s))
-    except _ParseError:
-        return text
-
-
-def _parse_scalar(s: str):
-    # Three letters in a row are words ("Monday", "odd"), not a product of variables:
-    # as a product, "listen" would equal "silent".
-    if not s or _LETTER_RUN_RE.search(_COMMAND_RE.sub(" ", s)):
-        raise _ParseError("words")
-    try:
-        return _Parser(s).parse()
-    except (ArithmeticError, ValueError, RecursionError) as e:
-        raise _ParseError(str(e)) from None
-
-
-# --------------------------------------------------------------------------------------
-# 3d. Comparing values
+# 3. Comparing values
 # --------------------------------------------------------------------------------------
 
 def _scalar_equal(a, b) -> bool:
     if a == b:
         return True
-    _tick()
-    ea, eb = _exact(a), _exact(b)
+    tick()
+    ea, eb = exact(a), exact(b)
     if ea is not None and eb is not None:
         return ea == eb
-    fa, fb = _fingerprint(a), _fingerprint(b)
-    if fa is not None and fb is not None and not _fingerprints_close(fa, fb):
+    fa, fb = fingerprint(a), fingerprint(b)
+    if fa is not None and fb is not None and not fingerprints_close(fa, fb):
         return False
     magnitude = max([1.0] + [m for _, m in fa or ()] + [m for _, m in fb or ()])
-    if _cost(a) + _cost(b) > _MAX_SYMBOLIC_COST:
-        raise _TooBig("too much symbolic work")
-    points = 1 if fa is not None and fb is not None else _N_POINTS
-    return _sympy_same(_to_sympy(a), _to_sympy(b), magnitude, points)
+    if cost(a) + cost(b) > MAX_SYMBOLIC_COST:
+        raise TooBig("too much symbolic work")
+    points = 1 if fa is not None and fb is not None else N_POINTS
+    sa, sb = to_sympy(a), to_sympy(b)
+    if not sympy_same(sa, sb, magnitude, points):
+        return False
+    if _sign_sensitive(a) or _sign_sensitive(b):
+        # The fixed points are positive, where |x| = x and \sqrt{x^2} = x. Variables are
+        # real, so such pairs must also agree where variables are negative:
+        # |x| == \sqrt{x^2} != x.
+        return _same_where_negative(sa, sb, magnitude)
+    return True
+
+
+@lru_cache(maxsize=1 << 15)
+def _sign_sensitive(node) -> bool:
+    """Does the node hold |.|, an even root or a fractional power (values that depend on signs)?"""
+    kind = node[0]
+    if kind == "abs":
+        return True
+    if kind in ("root", "pow"):
+        k = exact(node[2])
+        if k is None or (kind == "root" and k % 2 == 0) or (kind == "pow" and k.denominator != 1):
+            return True
+    return any(_sign_sensitive(c) for c in children(node))
+
+
+def _same_where_negative(sa, sb, magnitude: float) -> bool:
+    """Equal where every variable is negative, and where their signs alternate?
+    (|x+y| != x+y shows at the first, |x|+|y| != |x+y| at the second.)"""
+    diff = sa - sb
+    symbols = sorted(diff.free_symbols, key=lambda s: s.name)
+    if not symbols:
+        return True
+    for signs in ([-1] * len(symbols), [(-1) ** (i + 1) for i in range(len(symbols))]):
+        tick()
+        d = diff.xreplace({s: sign * sympy_point(s.name, 0) for s, sign in zip(symbols, signs)})
+        try:
+            v = complex(d.evalf(40))
+        except (ArithmeticError, TypeError, ValueError):
+            return False
+        if not abs(v) <= 1e-30 * max(1.0, magnitude):
+            return False
+        if len(symbols) == 1:
+            break
+    return True
 
 
 def _lone_symbol(node) -> bool:
@@ -1340,20 +735,22 @@ def _relation_equal(a, b) -> bool:
     if symmetric and _scalar_equal(da, ("neg", db)):
         return True
     # Equations that differ by a constant factor are the same: 2y = 4x + 2 and y = 2x + 1.
-    fa, fb = _fingerprint(da), _fingerprint(db)
+    fa, fb = fingerprint(da), fingerprint(db)
     if fa is None or fb is None or any(abs(v) < 1e-12 for v, _ in fb):
         return False
     ratios = [va / vb for (va, _), (vb, _) in zip(fa, fb)]
     r0 = ratios[0]
-    if abs(r0) < 1e-12 or any(abs(r - r0) > 1e-7 * max(1.0, abs(r0)) for r in ratios):
+    # A factor beyond 1e12 (or below 1e-12) is refused both ways, so that the comparison
+    # stays symmetric: the reversed pair has the inverse factor.
+    if not 1e-12 < abs(r0) < 1e12 or any(abs(r - r0) > 1e-7 * abs(r0) for r in ratios):
         return False
     if not symmetric and not (abs(r0.imag) < 1e-12 and r0.real > 0):
         return False  # multiplying an inequality by a negative number flips it
-    sa, sb = _to_sympy(da), _to_sympy(db)
+    sa, sb = to_sympy(da), to_sympy(db)
     symbols = sorted((sa.free_symbols | sb.free_symbols), key=lambda s: s.name)
-    point = {s: _sympy_point(s.name, 0) for s in symbols}
+    point = {s: sympy_point(s.name, 0) for s in symbols}
     c = sa.xreplace(point) / sb.xreplace(point)
-    return _sympy_same(sa, c * sb, max((m for _, m in fa), default=1.0))
+    return sympy_same(sa, c * sb, max((m for _, m in fa), default=1.0))
 
 
 def _match_unordered(xs, ys) -> bool:
@@ -1370,17 +767,72 @@ def _match_unordered(xs, ys) -> bool:
     return True
 
 
+_INF = ("scalar", ("const", "inf"))
+_MINUS_INF = ("scalar", ("neg", ("const", "inf")))
+
+
+def _as_interval(v):
+    """`2<x<5` -> (2, 5), `-1\\le x\\le 3` -> [-1, 3], `x>3` -> (3, \\infty), `x\\le2` -> (-\\infty, 2];
+    None unless the variable stands alone in the middle (or on one side)."""
+    bracket = {"<": ("(", ")"), "\\le": ("[", "]")}
+    if v[0] == "chain":
+        ops, operands = v[1], v[2]
+        if len(operands) != 3 or not _lone_symbol(operands[1]) or any(op not in bracket for op in ops):
+            return None
+        lo, _, hi = operands
+        return ("seq", bracket[ops[0]][0], bracket[ops[1]][1], (("scalar", lo), ("scalar", hi)))
+    if v[0] == "rel" and v[1] in bracket:  # relations are stored with < and \\le only
+        _, op, lhs, rhs = v
+        if _lone_symbol(lhs) and not _lone_symbol(rhs):
+            return ("seq", "(", bracket[op][1], (_MINUS_INF, ("scalar", rhs)))
+        if _lone_symbol(rhs) and not _lone_symbol(lhs):
+            return ("seq", bracket[op][0], ")", (("scalar", lhs), _INF))
+    return None
+
+
 def _values_equal(a, b) -> bool:
     ka, kb = a[0], b[0]
     if ka == "scalar" and kb == "scalar":
         return _scalar_equal(a[1], b[1])
+    if "approx" in (ka, kb):
+        if ka == kb:
+            return _values_equal(a[1], b[1])
+        x, y = (a, b) if ka == "approx" else (b, a)
+        # `\\frac{\\sqrt3}{3}\\approx0.577` is its exact value; its rounding counts only against
+        # a gold answer that is itself a non-integer number (a rounded value: `6.28`).
+        return _values_equal(x[1], y) or (
+            y[0] == "scalar" and y[1][0] == "num" and y[1][1].denominator != 1 and _values_equal(x[2], y)
+        )
+    if kb in ("seq", "union") and ka in ("chain", "rel", "set"):
+        return _values_equal(b, a)
+    if ka == "union" and kb == "set":
+        # `(-\\infty,1)\\cup(2,\\infty)` vs `x<1 \\text{ or } x>2`
+        intervals = [_as_interval(v) for v in b[1]]
+        return None not in intervals and _match_unordered(a[1], tuple(intervals))
+    if ka == "seq" and kb == "set" and a[1:3] == ("(", ")"):
+        # `(3, -1)` vs `x=3, y=-1`: a point given as one equation per coordinate, taken in
+        # the order of the variables' names (`y=-1, x=3` is the same point, `y=3, x=-1` not)
+        rels = sorted(b[1], key=lambda r: str(r[2]) if r[0] == "rel" else "")
+        return (
+            len(rels) == len(a[3]) > 1
+            and all(r[0] == "rel" and r[1] == "=" and _lone_symbol(r[2]) for r in rels)
+            and len({r[2] for r in rels}) == len(rels)
+            and all(_values_equal(x, ("scalar", r[3])) for x, r in zip(a[3], rels))
+        )
+    if ka == "seq" and kb in ("chain", "rel"):
+        interval = _as_interval(b)
+        return interval is not None and _values_equal(a, interval)
     if ka == "rel" and kb == "scalar":
         return _values_equal(b, a)
     if ka == "scalar" and kb == "rel":
-        # `5` vs `k=5` (when normalization kept the left side), `2x+1` vs `2x+1=y`.
+        # `5` vs `k=5` (when normalization kept the left side), `2x+1` vs `2x+1=y`; and an
+        # identity, a computation written out (`\\frac{(10r^3)(4r^6)}{8r^4}=\\frac{40r^9}{8r^4}`),
+        # has the value of its sides.
         _, op, lhs, rhs = b
         return op == "=" and (
-            (_lone_symbol(lhs) and _scalar_equal(a[1], rhs)) or (_lone_symbol(rhs) and _scalar_equal(a[1], lhs))
+            (_lone_symbol(lhs) and _scalar_equal(a[1], rhs))
+            or (_lone_symbol(rhs) and _scalar_equal(a[1], lhs))
+            or (not _lone_symbol(lhs) and _scalar_equal(a[1], rhs) and _scalar_equal(lhs, rhs))
         )
     if ka == "rel" and kb == "rel":
         return _relation_equal(a, b)
@@ -1406,64 +858,8 @@ def _values_equal(a, b) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-# 4. The time guard and the public comparison
+# 4. The public comparison
 # --------------------------------------------------------------------------------------
-
-_local = threading.local()
-_HAS_ITIMER = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
-
-
-class _Alarm:
-    armed = False
-
-
-def _on_alarm(signum, frame):
-    # Raise only while our timer is armed: a late signal must never escape into the caller.
-    if _Alarm.armed:
-        _Alarm.armed = False
-        raise _Timeout
-
-
-def _tick() -> None:
-    """Cooperative deadline check, the guard that works in every thread."""
-    deadline = getattr(_local, "deadline", None)
-    if deadline is not None and time.monotonic() > deadline:
-        raise _Timeout
-
-
-@contextmanager
-def _time_limit(seconds: float):
-    outer_deadline = getattr(_local, "deadline", None)
-    _local.deadline = time.monotonic() + seconds
-    previous = None
-    use_signal = (
-        _HAS_ITIMER
-        and threading.current_thread() is threading.main_thread()
-        and signal.getitimer(signal.ITIMER_REAL)[0] == 0.0  # someone else's timer: leave it
-        and signal.getsignal(signal.SIGALRM) is not None  # a handler set outside Python
-    )
-    if use_signal:
-        try:
-            previous = signal.signal(signal.SIGALRM, _on_alarm)
-        except (ValueError, OSError):
-            use_signal = False
-    if use_signal:
-        _Alarm.armed = True
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        _local.deadline = outer_deadline
-        if use_signal:
-            while True:  # the alarm may fire while we disarm it; it then raises here once
-                try:
-                    _Alarm.armed = False
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-                    signal.signal(signal.SIGALRM, previous)
-                    break
-                except _Timeout:
-                    continue
-
 
 _EQUIV_CACHE: dict[tuple[str, str], bool] = {}
 _EQUIV_CACHE_MAX = 1 << 17
@@ -1510,12 +906,15 @@ def _equiv_normalized(a: str, b: str) -> bool:
 
 def _compare(a: str, b: str) -> tuple[bool, bool]:
     """(equal?, cacheable?) for two different normalized strings."""
+    choice = _choice_with_text(a, b)
+    if choice is not None:
+        return choice, True
     try:
-        with _time_limit(TIME_BUDGET_S):
-            return _values_equal(_parse_value(a), _parse_value(b)), True
-    except _Timeout:
+        with time_limit(TIME_BUDGET_S):
+            return _values_equal(parse_value(a), parse_value(b)), True
+    except Timeout:
         return False, False
-    except (_TooBig, _ParseError, RecursionError):
+    except (TooBig, ParseError, RecursionError):
         return False, True  # not comparable symbolically; as text they already differ
     except Exception:
         # sympy raises a zoo of exception types on odd input; a grader must not crash a
@@ -1523,6 +922,20 @@ def _compare(a: str, b: str) -> tuple[bool, bool]:
         if _STRICT:
             raise
         return False, True
+
+
+_CHOICE_WITH_TEXT_RE = re.compile(r"\(([A-E])\)|([A-E])[.:)](?![\d.])")
+
+
+def _choice_with_text(a: str, b: str) -> bool | None:
+    """`D` vs `(D)12` or `C. x=42` (a multiple-choice letter with its option's text): do the
+    letters agree? None when neither side is a lone letter A-E against a lettered option."""
+    for letter, other in ((a, b), (b, a)):
+        if len(letter) == 1 and letter in "ABCDE":
+            m = _CHOICE_WITH_TEXT_RE.match(other)
+            if m and m.end() < len(other):
+                return (m.group(1) or m.group(2)) == letter
+    return None
 
 
 def exact_number(normalized: str) -> Fraction | None:
@@ -1533,14 +946,14 @@ def exact_number(normalized: str) -> Fraction | None:
     if not normalized or len(normalized) > MAX_ANSWER_CHARS:
         return None
     try:
-        with _time_limit(TIME_BUDGET_S):  # cluster keys get the same time bound as is_equiv
-            value = _parse_value(normalized)
+        with time_limit(TIME_BUDGET_S):  # cluster keys get the same time bound as is_equiv
+            value = parse_value(normalized)
             if value[0] != "scalar":
                 return None
-            return _exact(value[1])
-    except _Timeout:
+            return exact(value[1])
+    except Timeout:
         return None
-    except Exception:  # _TooBig, _ParseError, RecursionError: no exact value
+    except Exception:  # TooBig, ParseError, RecursionError: no exact value
         if _STRICT:
             raise
         return None
@@ -1549,5 +962,5 @@ def exact_number(normalized: str) -> Fraction | None:
 def clear_caches() -> None:
     """Forget every cached result (benchmarks use this to measure cold performance)."""
     _EQUIV_CACHE.clear()
-    for f in (_normalize, _parse_value, _exact, _fingerprint, _to_sympy):
-        f.cache_clear()
+    _normalize.cache_clear()
+    latex.clear_caches()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sympy
 
-from mathlite import answers
+from mathlite import answers, latex
 from mathlite.answers import extract_answer, is_equiv, normalize_answer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -74,7 +74,7 @@ def test_math_gold_answers_are_understood_symbolically():
     The rest are compared as text; they are mostly words ("\\text{Monday}", "odd") and
     base-n numerals ("1011_2"), which are text on purpose.
     """
-    kinds = Counter(answers._parse_value(normalize_answer(a))[0] for a in _math_answers().values() if a)
+    kinds = Counter(latex.parse_value(normalize_answer(a))[0] for a in _math_answers().values() if a)
     total = sum(kinds.values())
     assert kinds["text"] / total < 0.02, kinds
     assert kinds["scalar"] > 11_000 and kinds["seq"] > 300 and kinds["matrix"] > 100 and kinds["union"] > 50
@@ -89,8 +89,8 @@ def _render(value) -> str:
     kind = value[0]
     if kind == "scalar":
         try:
-            expr = answers._to_sympy(value[1])
-        except answers._TooBig:
+            expr = latex.to_sympy(value[1])
+        except latex.TooBig:
             raise _Skip from None
         if expr.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
             raise _Skip
@@ -118,7 +118,7 @@ def test_math_symbolic_self_check_on_a_sample():
     golds = sorted({a for a in _math_answers().values() if a})
     checked = Counter()
     for a in rng.sample(golds, 2500):
-        value = answers._parse_value(normalize_answer(a))
+        value = latex.parse_value(normalize_answer(a))
         try:
             printed = _render(value)
         except _Skip:
