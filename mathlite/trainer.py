@@ -234,15 +234,18 @@ def _compact_lm_loss(model, inputs: dict, num_items_in_batch=None, with_entropy:
 
 
 def lean_sft_trainer_class():
-    """TRL's SFTTrainer with a lean loss (see `_compact_lm_loss`): same data handling,
+    """TRL's SFTTrainer with a lean loss on CPU (see `_compact_lm_loss`): same data handling,
     collator, completion-only loss, checkpoints and logs. Token accuracy is logged at every
     step (an argmax over the completion rows); entropy, which needs a second full-vocabulary
-    pass, only at the logging steps."""
+    pass, only at the logging steps. On CUDA it is TRL's SFTTrainer unchanged."""
     from trl import SFTTrainer
 
     class LeanSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if return_outputs or not self.model.training:  # evaluation with logits: TRL's own path
+            # evaluation with logits, and CUDA: TRL's own path. On CUDA TRL's fused head is a Triton kernel
+            # that already skips unlabelled positions and never holds the [tokens, vocab] logits, which for
+            # a 150k vocabulary at 8 x 1024 tokens would be ~5 GB in fp32; the lean loss is for the CPU
+            if return_outputs or not self.model.training or inputs["input_ids"].is_cuda:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             step = self.state.global_step + 1
             log_now = self.args.logging_steps and step % max(1, int(self.args.logging_steps)) == 0
