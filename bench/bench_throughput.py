@@ -603,9 +603,9 @@ def merge(paths: list[Path], out_path: Path) -> int:
         if d.get("partial"):
             raise SystemExit(f"{d.get('stages')}: an unfinished result (partial); rerun it")
         for stage in STAGES[1:]:
-            if stage in d:
-                result[stage] = d[stage]
-                result["stages"].append(stage)
+            if stage in d:  # sampling at N=8 and N=16 may come from two parts
+                result.setdefault(stage, {}).update(d[stage])
+                result["stages"] += [] if stage in result["stages"] else [stage]
     result["goals"] = []
     for d in parts:
         result["goals"] += goal_rows(d)
