@@ -26,7 +26,9 @@ Every time is measured twice: wall clock and this process's CPU time. The machin
 shared (load average recorded); with one torch thread (the default here) CPU time is the compute
 time and a neighbour's load disturbs it far less, so ratios and roofline shares use CPU time.
 Roofline share = useful model FLOPs (training 6 x params per token, inference 2 x params per
-token) / the bf16 matmul FLOP rate measured at the start of the run. Writes
+token) / the bf16 matmul FLOP rate measured at the start of the run. "ceiling" = 1 / the
+baseline's roofline share: the largest ratio any change could reach against that baseline (ours
+at 100% of the matmul rate); a goal above it cannot be met on this machine. Writes
 bench/results/throughput.json (bench/results/quick/ with --quick) and prints the table.
 """
 
@@ -207,6 +209,7 @@ def bench_sft(args, roof: float | None) -> dict:
                             "lora_dropout_now": cfg.lora_dropout, "group_by_length": cfg.group_by_length}}
     batches = None
     params = None
+    recipe_attn = None
     for rep in range(args.repeats):
         for variant in ("recipe_now", "plain_loop", "recipe_before"):
             if variant == "plain_loop" and batches is None:
@@ -217,17 +220,19 @@ def bench_sft(args, roof: float | None) -> dict:
             fpt = 6 * params
             with tempfile.TemporaryDirectory(prefix="bench_sft_") as tmp:
                 if variant == "plain_loop":
-                    res = _plain_sft_loop(model, cfg, batches, args.warmup, fpt, roof)
+                    res = _plain_sft_loop(model, cfg, batches, args.warmup, fpt, roof, recipe_attn)
                 else:
                     clock = _StepClock()
                     build = r01.sft_trainer if variant == "recipe_now" else _sft_before
                     sft = build(cfg, model, tok, records, Path(tmp) / "ck", [clock.callback()])
                     if variant == "recipe_now":  # the plain loop replays exactly these batches
                         batches = [b for _, b in zip(range(steps), sft.get_train_dataloader())]
+                        recipe_attn = sft.model.get_base_model().config._attn_implementation
                     counts = _count_tokens(sft)
                     sft.train()
                     res = _summarize_steps(clock, counts, args.warmup, fpt, roof)
                     res["lora_dtype"] = str(next(p.dtype for n, p in sft.model.named_parameters() if "lora_" in n))
+                    res["attention"] = sft.model.get_base_model().config._attn_implementation
                     del sft
             res["loadavg"] = _loadavg()
             out.setdefault("runs", {}).setdefault(variant, []).append(res)
@@ -240,13 +245,15 @@ def bench_sft(args, roof: float | None) -> dict:
     return out
 
 
-def _plain_sft_loop(model, cfg, batches, warmup: int, fpt: float, roof) -> dict:
+def _plain_sft_loop(model, cfg, batches, warmup: int, fpt: float, roof, recipe_attn: str | None = None) -> dict:
     """model(**batch).loss, backward, AdamW: what a hand-written loop does, same LoRA config."""
     import torch
 
     from mathlite import models, trainer
 
     torch.manual_seed(cfg.seed)
+    if recipe_attn:  # the model as 01 configures it (eager attention on CPU), so only the loop differs
+        model.set_attn_implementation(recipe_attn)
     model = trainer.lora_model(model, models.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout))
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
@@ -554,6 +561,9 @@ def goal_rows(result: dict) -> list[dict]:
                          "ratio": ratio, "goal": goal, "met": None if goal is None else ratio >= goal,
                          "roofline_share": med[ours].get("roofline_share"),
                          "baseline_roofline_share": med[base].get("roofline_share")})
+            share = rows[-1]["baseline_roofline_share"]
+            # the most any change could give: ours at 100% of the measured bf16 matmul rate
+            rows[-1]["ceiling_ratio"] = 1 / share if share else None
     return rows
 
 
@@ -569,7 +579,7 @@ def print_table(result: dict) -> None:
                   f"fp32 {roof['fp32']['flop_per_cpu_s'] / 1e9:.0f})")
     t = Table(title=title, show_lines=False)
     for col in ("stage", "ours", "baseline", "tok/CPU-s", "baseline tok/CPU-s", "ratio", "goal", "met",
-                "roofline share (ours / baseline)"):
+                "roofline share (ours / baseline)", "ceiling"):
         t.add_column(col, justify="left" if col in ("stage", "ours", "baseline", "met") else "right")
     for r in result.get("goals", []):
         share = "-"
@@ -578,7 +588,8 @@ def print_table(result: dict) -> None:
         t.add_row(r["stage"], r["ours"], r["baseline"], f"{r['tokens_per_cpu_s']:.0f}",
                   f"{r['baseline_tokens_per_cpu_s']:.0f}", f"{r['ratio']:.2f}x",
                   "-" if r["goal"] is None else f">= {r['goal']}x",
-                  "-" if r["met"] is None else ("yes" if r["met"] else "NO"), share)
+                  "-" if r["met"] is None else ("yes" if r["met"] else "NO"), share,
+                  f"{r['ceiling_ratio']:.1f}x" if r.get("ceiling_ratio") else "-")
     console.print(t)
     if result.get("peak_rss_01"):
         console.print(f"peak RSS of 01: {result['peak_rss_01']}", highlight=False)

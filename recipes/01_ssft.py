@@ -104,6 +104,10 @@ def sft_trainer(cfg, model, tok, records, ckpt_dir, callbacks=()):
         packing=False,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
+    if not models.has_cuda():
+        # measured on the cpu preset's ~130-token rows: eager attention trains faster per CPU-second than
+        # SDPA, whose CPU backward dominated (bench/bench_throughput.py); generation goes back to SDPA
+        model.set_attn_implementation("eager")
     model, peft_config = trainer.sft_model(model, models.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout))
     sft = trainer.lean_sft_trainer_class()(
         model=model,
@@ -197,6 +201,8 @@ def main(argv):
         if held_out:
             model = sft.model
             model.eval()
+            if not models.has_cuda():
+                model.get_base_model().set_attn_implementation("sdpa")  # faster than eager for decoding
             metrics["greedy_after"] = greedy_check(model, tok, held_out, cfg, "after")
     metrics["seconds_eval_after"] = t_after["seconds"]
     runs.atomic_write_json(out / "config.json", runs.config_dict(cfg))
