@@ -542,16 +542,21 @@ def goal_rows(result: dict) -> list[dict]:
     rows = []
     blocks = {"sft": (result.get("sft"), "recipe_now"),
               "evaluator_train": (result.get("evaluator_train"), "train_evaluator")}
-    for n in (8, 16):
-        blocks[f"sampling_n{n}"] = ((result.get("sampling") or {}).get(f"n{n}"), "engine_now")
+    goals = dict(GOALS)
+    for key in (result.get("sampling") or {}):
+        if key.startswith("n") and key[1:].isdigit():
+            blocks[f"sampling_{key}"] = (result["sampling"][key], "engine_now")
+            goals.setdefault(f"sampling_{key}", [("engine_before", None), ("naive_generate", None)])
     for kind in ("head", "verbal"):
         blocks[f"scoring_{kind}"] = ((result.get("scoring") or {}).get(kind), "batched")
-    for stage, goals in GOALS.items():
+    for stage, stage_goals in goals.items():
+        if stage not in blocks:
+            continue
         block, ours = blocks[stage]
         med = (block or {}).get("median") or {}
         if ours not in med:
             continue
-        for base, goal in goals:
+        for base, goal in stage_goals:
             if base not in med:
                 continue
             ratio = med[ours]["tokens_per_cpu_s"] / med[base]["tokens_per_cpu_s"]

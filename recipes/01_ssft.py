@@ -9,8 +9,9 @@ before and after training, so you can see that it learned.
     python recipes/01_ssft.py --preset smoke        # < 60 s on CPU; what the tests run
     python recipes/01_ssft.py --style both --lora_r 64 --run runs/both
 
-Needs: cpu preset 9.5 min on 2 CPU cores (measured: 7.3 min of training + two 1-min greedy checks;
-135M model, synthetic levels 1-3; greedy 6.7% -> 30.0% on 60 held-out problems);
+Needs: cpu preset 9.5 min on 2 CPU cores (measured with the previous trainer: 7.3 min of training + two
+1-min greedy checks; 135M model, synthetic levels 1-3; greedy 6.7% -> 30.0% on 60 held-out problems;
+training now does several times the tokens per CPU-second, bench/results/throughput.json);
 t4 ~1.5B model in 4-bit, ~10 GB; a100 7B model in 4-bit, ~20 GB at seq 1024.
 Writes runs/<preset>/ssft/: adapter/ (PeftModel.from_pretrained loads it), config.json,
 metrics.json, manifest.json. Interrupted? Rerun the same command: it resumes from the last checkpoint.
