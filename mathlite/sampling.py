@@ -448,56 +448,6 @@ def generation_mode(model):
         model.train(was_training)
 
 
-def _preallocated_layer_class():
-    from transformers.cache_utils import DynamicLayer
-
-    class PreallocatedLayer(DynamicLayer):
-        """A DynamicLayer whose keys/values live in a buffer reserved for the whole decode: each step
-        writes one column in place instead of `torch.cat`-ing the whole cache into a new tensor
-        (that copy was ~19% of a CPU decode step at 72 rows). `keys`/`values` are views of the
-        filled part; batch selection (prefill sharing, row compaction) selects buffer rows."""
-
-        def __init__(self, capacity: int):
-            super().__init__()
-            self.capacity, self.length = capacity, 0
-
-        def lazy_initialization(self, key_states, value_states):
-            self.device = key_states.device
-            b, h, _, d = key_states.shape
-            self._k = key_states.new_empty((b, h, self.capacity, d))
-            self._v = value_states.new_empty((b, value_states.shape[1], self.capacity, value_states.shape[-1]))
-            self.is_initialized = True
-
-        def _views(self):
-            self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            n = key_states.shape[-2]
-            if self.length + n > self.capacity:
-                raise RuntimeError(f"KV cache full: {self.length} + {n} > {self.capacity}")
-            self._k[:, :, self.length : self.length + n] = key_states
-            self._v[:, :, self.length : self.length + n] = value_states
-            self.length += n
-            self._views()
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.length
-
-        def reorder_cache(self, beam_idx):
-            if self.is_initialized:
-                self._k = self._k.index_select(0, beam_idx.to(self._k.device))
-                self._v = self._v.index_select(0, beam_idx.to(self._v.device))
-                self._views()
-
-        def batch_select_indices(self, indices):
-            self.reorder_cache(indices)
-
-    return PreallocatedLayer
-
-
 class HFEngine:
     """Batched generation with a plain KV-cache decode loop over a Hugging Face causal LM.
 
@@ -511,7 +461,6 @@ class HFEngine:
     def __init__(self, model, tokenizer, cfg: SamplingConfig, batch_size: int = 64, share_prefill: bool = True):
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.batch_size, self.share_prefill = batch_size, share_prefill
-        self.preallocate = True  # KV cache buffers reserved per batch (see _preallocated_layer_class)
         # LoRA layers live inside the base model, so calling it directly runs the adapter too
         self.lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.device = getattr(self.lm, "device", None) or next(self.lm.parameters()).device
@@ -523,20 +472,13 @@ class HFEngine:
         # enough tokens to hold any stop string even at one character per token
         self.stop_window = max((len(s) for s in self.stop), default=0) + 4
 
-    def _new_cache(self, capacity: int | None = None):
-        """A DynamicCache; with `capacity`, its full-attention layers write into preallocated buffers."""
+    def _new_cache(self):
         from transformers import DynamicCache
 
         try:
-            cache = DynamicCache(config=self.lm.config)
+            return DynamicCache(config=self.lm.config)
         except (TypeError, AttributeError):  # older transformers, or a model without a real config
             return DynamicCache()
-        if capacity and self.preallocate:
-            from transformers.cache_utils import DynamicLayer
-
-            layer_cls = _preallocated_layer_class()
-            cache.layers = [layer_cls(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
-        return cache
 
     def _forward(self, ids, attn, pos, cache) -> torch.Tensor:
         out = self.lm(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1, **{self.cache_kw: cache})
@@ -566,7 +508,7 @@ class HFEngine:
             attn[r, width - len(p) :] = 1
         ids, attn = ids.to(dev), attn.to(dev)
         pos = (attn.cumsum(-1) - 1).clamp_(min=0)
-        cache = self._new_cache(capacity=width + T)
+        cache = self._new_cache()
         logits = self._forward(ids, attn, pos, cache)
         if len(prompts) < len(units):  # one prefill per prompt, copied to each of its rows
             rows = torch.tensor(row_prompt, device=dev)
@@ -672,7 +614,7 @@ class VLLMEngine:
         for o in outs:
             c = o.outputs[0]
             results.append(Generation(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "eos",
-                                      c.cumulative_logprob))
+                                      getattr(c, "cumulative_logprob", None)))
             if on_step:
                 on_step(len(c.token_ids))
         return results
