@@ -4,6 +4,9 @@ the bf16 matmul roofline that this run measures on this machine.
     python bench/bench_throughput.py                 # every stage (tens of minutes on 2 cores)
     python bench/bench_throughput.py --quick         # small sizes; a smoke run
     python bench/bench_throughput.py --only roofline,scoring
+    # on a shared machine: one process per stage (more CPU for the run), then one table
+    python bench/bench_throughput.py --only sft --out parts/sft.json   # ... and so on per stage
+    python bench/bench_throughput.py --merge parts/*.json --out bench/results/throughput.json
 
 Stages and their baselines (same model: the offline SmolLM2-135M in bf16, LoRA r=16 on every
 linear layer; same data; same batches):

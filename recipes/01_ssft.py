@@ -96,6 +96,11 @@ def sft_trainer(cfg, model, tok, records, ckpt_dir, callbacks=()):
 
     from mathlite import trainer
 
+    # transformers 5 names it train_sampling_strategy; 4.x has the boolean group_by_length
+    if "train_sampling_strategy" in SFTConfig.__dataclass_fields__:
+        grouping = {"train_sampling_strategy": "group_by_length" if cfg.group_by_length else "random"}
+    else:
+        grouping = {"group_by_length": cfg.group_by_length}
     args = SFTConfig(
         **trainer.common_training_args(ckpt_dir, lr=cfg.lr, batch_size=cfg.batch_size,
                                        grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, epochs=cfg.epochs,
@@ -103,9 +108,9 @@ def sft_trainer(cfg, model, tok, records, ckpt_dir, callbacks=()):
         max_length=cfg.max_length,
         completion_only_loss=True,  # the loss is on the solution, not on the problem statement
         packing=False,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        **grouping,
     )
-    if not models.has_cuda():
+    if not models.has_cuda() and hasattr(model, "set_attn_implementation"):
         # measured on the cpu preset's ~130-token rows: eager attention trains faster per CPU-second than
         # SDPA, whose CPU backward dominated (bench/bench_throughput.py); generation goes back to SDPA
         model.set_attn_implementation("eager")
@@ -202,7 +207,7 @@ def main(argv):
         if held_out:
             model = sft.model
             model.eval()
-            if not models.has_cuda():
+            if not models.has_cuda() and hasattr(model.get_base_model(), "set_attn_implementation"):
                 model.get_base_model().set_attn_implementation("sdpa")  # faster than eager for decoding
             metrics["greedy_after"] = greedy_check(model, tok, held_out, cfg, "after")
     metrics["seconds_eval_after"] = t_after["seconds"]
