@@ -14,6 +14,9 @@ left out (and said so), so a script that changes its flags is not called with st
   sampling   bench/bench_sampling.py   mathlite.sampling vs a naive generate() loop
   sft        bench/bench_sft.py        SFT tokens/s: packing / padding-free vs padded
   scr_cost   bench/bench_scr_cost.py   evaluator cost of SCR (RR.MajK) vs RR.All
+  throughput bench/bench_throughput.py every stage (SSFT, sampling, scoring, evaluator training)
+                                       vs its baseline, and as a share of the bf16 matmul roofline;
+                                       its own per-stage table is printed again at the end
 
 Then the headline ratio of each is read from the JSON it wrote (only if written by this
 run: an older file is reported as stale, not as a result) and printed in one table with
@@ -91,6 +94,15 @@ def _scr_headline(d: dict) -> dict:
     return {"metric": head.get("name") or "evaluator cost, RR.All / RR.MajK", "ratio": head.get("ratio"), "detail": detail}
 
 
+def _throughput_headline(d: dict) -> dict:
+    goals = [g for g in d.get("goals") or [] if g.get("goal") is not None]
+    met = sum(bool(g.get("met")) for g in goals)
+    worst = min(goals, key=lambda g: g["ratio"] / g["goal"]) if goals else None
+    detail = "; ".join(f"{g['stage']} vs {g['baseline']}: {g['ratio']:.2f}x (goal {g['goal']}x)" for g in goals)
+    return {"metric": f"stage throughput vs baseline: {met} of {len(goals)} goals met",
+            "ratio": worst["ratio"] if worst else None, "detail": detail}
+
+
 @dataclass
 class Bench:
     name: str
@@ -111,6 +123,8 @@ BENCHES = [
           description="SFT packing / padding-free vs padded"),
     Bench("scr_cost", "bench/bench_scr_cost.py", "scr_cost.json", _scr_headline, quick_args=["--quick"],
           description="SCR evaluator cost vs RR.All"),
+    Bench("throughput", "bench/bench_throughput.py", "throughput.json", _throughput_headline, quick_args=["--quick"],
+          description="each stage vs its baseline, and vs the matmul roofline"),
 ]
 BY_NAME = {b.name: b for b in BENCHES}
 
@@ -303,6 +317,14 @@ def main(argv=None) -> int:
     summary["seconds"] = round(time.time() - t0, 1)
     runs.atomic_write_json(out_dir / "summary.json", summary)
     print()
+    tp = summary["benchmarks"].get("throughput", {})
+    if tp.get("status") == "ok":  # the per-stage table, from the file just written
+        try:
+            from bench_throughput import print_table
+
+            print_table(json.loads((out_dir / "throughput.json").read_text()))
+        except Exception as e:  # noqa: BLE001 - the summary below still prints
+            print(f"[run_all] cannot print the throughput table: {type(e).__name__}: {e}")
     print_summary(summary)
     print(f"[run_all] wrote {out_dir / 'summary.json'}")
     ran = [r for r in summary["benchmarks"].values() if r["status"] != "not run"]

@@ -375,7 +375,10 @@ def _attach_lora(model, config, kind: str, weights_dir: str | Path | None, train
     if kind == "head":
         config.task_type = "SEQ_CLS"
         config.modules_to_save = sorted(set(config.modules_to_save or []) - {"lm_head"} | {"score"})
-    peft_model = get_peft_model(model, config)
+    # LoRA weights in the base's dtype (bf16): fp32 adapters on a bf16 base cast at every layer and
+    # miss the CPU's bf16 matmul units (mathlite.trainer.lora_model); a 4-bit base keeps peft's fp32
+    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+    peft_model = get_peft_model(model, config, autocast_adapter_dtype=quantized)
     if kind == "head":
         _keep_head_in_fp32(peft_model)
     if weights_dir is None:

@@ -16,10 +16,19 @@ Output files (next to each other; `output_paths(out)` names them)
      "answer": "12",               # answers.extract_answer(text); null when none found
      "correct": true,              # answers.is_equiv(answer, problem.answer); false without an answer
      "tokens": 37,                 # generated tokens, counting the final EOS token if any
+     "logprob_sum": -21.4,         # sum over those tokens of log p(token | prefix) under the sampling
+                                   # model, from its unmodified softmax (temperature 1, no top-p cut)
+     "logprob_mean": -0.578,       # logprob_sum / tokens (0.0 when tokens == 0)
      "finish": "eos"}              # "eos": stopped by itself (EOS token or a stop string);
                                    # "length": cut off at max_new_tokens
 
     Lines are in generation order, not sorted; `read_samples` groups and sorts them.
+    `logprob_sum`/`logprob_mean` are optional for readers (files written before they existed
+    lack them); the HF engine always writes them, computed from the logits the decode loop
+    already has (no extra forward pass). Temperature 1 and no top-p truncation make them the
+    model's own likelihood of the solution, comparable between greedy and sampled rows and
+    across sampling configs: `tokens` and `logprob_sum` of a row are what a teacher-forced
+    forward pass over prompt + generated tokens gives (up to bf16 rounding).
     Readers ignore keys they do not know (later stages may add some).
 
 ``samples-test.problems.jsonl``  the problems, one `Problem.to_dict()` a line.
@@ -247,6 +256,8 @@ class Generation(NamedTuple):
     text: str
     tokens: int
     finish: str  # "eos" | "length"
+    logprob_sum: float | None = None  # sum of the tokens' log-probs at temperature 1 (module docstring)
+    token_ids: tuple[int, ...] = ()  # the generated tokens (HF engine; not written to the records)
 
 
 def end_of_turn_ids(tokenizer) -> set[int]:
@@ -420,6 +431,7 @@ class HFEngine:
         done_in_batch: set[int] = set()  # positions whose row finished but is still in the cache
         gen: list[list[int]] = [[] for _ in units]
         finish: list[str | None] = [None] * len(units)
+        lp_sum = torch.zeros(len(units), dtype=torch.float64)  # per original row
         for t in range(T):
             live_t = torch.tensor(live, device=dev)
             nxt = torch.empty(len(live), dtype=torch.long, device=dev)
@@ -429,10 +441,13 @@ class HFEngine:
             if not greedy.all():
                 s = ~greedy
                 nxt[s] = _sample_rows(logits[s], u_all[live_t[s], t], cfg.temperature, cfg.top_p)
+            # log p(token) under the model's own softmax (temperature 1), from the logits at hand
+            lp = (logits.gather(-1, nxt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)).clamp_(max=0.0).tolist()
             for j, (r, tok) in enumerate(zip(live, nxt.tolist())):
                 if j in done_in_batch:
                     continue
                 gen[r].append(tok)
+                lp_sum[r] += lp[j]
                 if tok in self.eos or (self.stop and self._stopped(gen[r])):
                     finish[r] = "eos"
                     done_in_batch.add(j)
@@ -454,7 +469,8 @@ class HFEngine:
         for r, toks in enumerate(gen):
             body = toks[:-1] if toks and toks[-1] in self.eos else toks
             text, cut = _cut_at_stop(self.tokenizer.decode(body, skip_special_tokens=True), self.stop)
-            results.append(Generation(text, len(toks), "eos" if finish[r] or cut else "length"))
+            results.append(Generation(text, len(toks), "eos" if finish[r] or cut else "length", float(lp_sum[r]),
+                                      tuple(toks)))
         return results
 
 
@@ -557,6 +573,7 @@ class VLLMEngine:
             SamplingParams(
                 n=1, max_tokens=cfg.max_new_tokens, stop=list(cfg.stop or ()), stop_token_ids=self.stop_ids,
                 skip_special_tokens=True,
+                logprobs=0,  # the sampled token's log-prob (vLLM's default mode: raw, before temperature/top-p)
                 **({"temperature": 0.0} if u.seed is None else {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": u.seed}),
             )
             for u in units
@@ -566,7 +583,8 @@ class VLLMEngine:
         results = []
         for o in outs:
             c = o.outputs[0]
-            results.append(Generation(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "eos"))
+            results.append(Generation(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "eos",
+                                      getattr(c, "cumulative_logprob", None)))
             if on_step:
                 on_step(len(c.token_ids))
         return results
@@ -603,7 +621,11 @@ def grade(text: str, gold: str | None) -> tuple[str | None, bool]:
 
 def _record(problem, k: int, g: Generation) -> dict[str, Any]:
     answer, correct = grade(g.text, problem.answer)
-    return {"id": problem.id, "k": k, "text": g.text, "answer": answer, "correct": correct, "tokens": g.tokens, "finish": g.finish}
+    rec = {"id": problem.id, "k": k, "text": g.text, "answer": answer, "correct": correct, "tokens": g.tokens, "finish": g.finish}
+    if g.logprob_sum is not None:
+        rec["logprob_sum"] = round(g.logprob_sum, 6)
+        rec["logprob_mean"] = round(g.logprob_sum / g.tokens, 6) if g.tokens else 0.0
+    return rec
 
 
 # ---------------------------------------------------------------------------- the driver

@@ -7,17 +7,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig, SFTTrainer  # noqa: F401  (the type sft_trainer returns)
 
 from . import models, trainer
 
 
 def sft_trainer(model, tok, records: list[dict], checkpoints: str | Path, *, label: str, lr: float, batch_size: int,
                 grad_accum: int, max_steps: int, epochs: float, seed: int, save_steps: int, log_steps: int,
-                max_length: int, peft_config=None) -> SFTTrainer:
+                max_length: int, peft_config=None, group_by_length: bool = True, callbacks=()) -> SFTTrainer:
     """An SFTTrainer over `records` (data.prompt_completion_records) writing checkpoints to `checkpoints`.
     peft_config: a new LoRA adapter to train (recipe 01); None when `model` is a PeftModel already,
-    whose adapter is trained as it is (recipe 05)."""
+    whose adapter is trained as it is (recipe 05).
+
+    On CPU the loss is mathlite.trainer's lean loss (the LM head only on the solution tokens, no
+    full-vocabulary metrics at every step), the LoRA weights are bf16 on a bf16 base and attention is
+    eager for training; batches are grouped by length (seeded) everywhere (bench/bench_throughput.py)."""
+    # transformers 5 names it train_sampling_strategy; 4.x has the boolean group_by_length
+    if "train_sampling_strategy" in SFTConfig.__dataclass_fields__:
+        grouping = {"train_sampling_strategy": "group_by_length" if group_by_length else "random"}
+    else:
+        grouping = {"group_by_length": group_by_length}
     args = trainer.one_device(SFTConfig(
         **trainer.common_training_args(checkpoints, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                                        max_steps=max_steps, epochs=epochs, seed=seed, save_steps=save_steps,
@@ -25,9 +34,17 @@ def sft_trainer(model, tok, records: list[dict], checkpoints: str | Path, *, lab
         max_length=max_length,
         completion_only_loss=True,  # the loss is on the solution, not on the problem statement
         packing=False,
+        **grouping,
     ))
-    sft = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tok,
-                     peft_config=peft_config, callbacks=[trainer.ProgressCallback(label)])
+    if not models.has_cuda() and hasattr(model, "set_attn_implementation"):
+        # measured on the cpu preset's ~130-token rows: eager attention trains faster per CPU-second than
+        # SDPA, whose CPU backward dominated (bench/bench_throughput.py); generation goes back to SDPA
+        model.set_attn_implementation("eager")
+    if peft_config is not None:
+        model, peft_config = trainer.sft_model(model, peft_config)
+    sft = trainer.lean_sft_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(records),
+                                           processing_class=tok, peft_config=peft_config,
+                                           callbacks=[trainer.ProgressCallback(label), *callbacks])
     trainer.drop_printer(sft)
     models.settle_trainable_dtypes(sft.model)  # after TRL's bf16 cast of a 4-bit model's LoRA (fp32 on a T4)
     return sft

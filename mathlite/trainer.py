@@ -199,3 +199,88 @@ def setup_runtime() -> None:
         n = int(os.environ.get("MATHLITE_THREADS", n))
         torch.set_num_threads(max(1, n))
     quiet_libraries()
+
+
+def lora_model(model, peft_config):
+    """`get_peft_model` with the LoRA weights in the base model's dtype (bf16 on a bf16 base).
+
+    peft's default upcasts the adapter to fp32; on a bf16 base every LoRA matmul then casts
+    its input and output between fp32 and bf16, and fp32 matmuls skip the CPU's bf16 units
+    (AMX: ~8x the fp32 rate). TRL already makes QLoRA adapters bf16; this does the same for
+    a bf16 base. A 4-bit base keeps peft's default and TRL's own cast."""
+    from peft import get_peft_model
+
+    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+    return get_peft_model(model, peft_config, autocast_adapter_dtype=quantized)
+
+
+def sft_model(model, peft_config):
+    """(model, peft_config) to hand to SFTTrainer: a bf16 base gets its bf16 LoRA adapter here
+    (`lora_model`); a quantized base is left to TRL, which builds the adapter and casts it to bf16."""
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        return model, peft_config
+    return lora_model(model, peft_config), None
+
+
+def _compact_lm_loss(model, inputs: dict, num_items_in_batch=None, with_entropy: bool = False):
+    """(loss, n_valid, n_correct, entropy_sum or None) of a causal LM batch.
+
+    Runs the backbone, then the LM head only on the positions that have a next-token label
+    (the completion: the prompt and padding are never projected onto the vocabulary), in the
+    model's dtype; the log-softmax is taken in fp32 on those rows only. TRL's fused head on a
+    device without Triton scores every position, prompt and padding included, and upcasts.
+    """
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, base.base_model_prefix)
+    labels = inputs["labels"]
+    kwargs = {k: v for k, v in inputs.items() if k != "labels"}
+    kwargs["use_cache"] = False
+    hidden = backbone(**kwargs).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    mask = targets != -100
+    logits = base.get_output_embeddings()(hidden[mask]).float()
+    tgt = targets[mask]
+    logp = logits.log_softmax(-1)
+    nll = -logp.gather(-1, tgt.unsqueeze(-1)).sum()
+    n_valid = mask.sum()
+    denom = n_valid if num_items_in_batch is None else num_items_in_batch
+    loss = nll / torch.as_tensor(denom, device=nll.device).clamp(min=1)
+    with torch.no_grad():
+        correct = (logits.argmax(-1) == tgt).sum()
+        entropy = -(logp.exp() * logp).sum() if with_entropy else None
+    return loss, n_valid, correct, entropy
+
+
+def lean_sft_trainer_class():
+    """TRL's SFTTrainer with a lean loss on CPU (see `_compact_lm_loss`): same data handling,
+    collator, completion-only loss, checkpoints and logs. Token accuracy is logged at every
+    step (an argmax over the completion rows); entropy, which needs a second full-vocabulary
+    pass, only at the logging steps. On CUDA it is TRL's SFTTrainer unchanged."""
+    from trl import SFTTrainer
+
+    class LeanSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # evaluation with logits, and CUDA: TRL's own path. On CUDA TRL's fused head is a Triton kernel
+            # that already skips unlabelled positions and never holds the [tokens, vocab] logits, which for
+            # a 150k vocabulary at 8 x 1024 tokens would be ~5 GB in fp32; the lean loss is for the CPU
+            if return_outputs or not self.model.training or inputs["input_ids"].is_cuda:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            step = self.state.global_step + 1
+            log_now = self.args.logging_steps and step % max(1, int(self.args.logging_steps)) == 0
+            loss, n_valid, correct, entropy = _compact_lm_loss(model, inputs, num_items_in_batch, with_entropy=log_now)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            n = max(int(n_valid), 1)
+            metrics = self._metrics["train"]
+            metrics["mean_token_accuracy"].append(int(correct) / n)
+            if entropy is not None:
+                metrics["entropy"].append(float(entropy) / n)
+            if "attention_mask" in inputs:
+                self._total_train_tokens += int(inputs["attention_mask"].sum())
+            else:
+                self._total_train_tokens += int(inputs["position_ids"].size(1))
+            metrics["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return LeanSFTTrainer

@@ -9,8 +9,9 @@ before and after training, so you can see that it learned.
     python recipes/01_ssft.py --preset smoke        # < 60 s on CPU; what the tests run
     python recipes/01_ssft.py --style both --lora_r 64 --run runs/both
 
-Needs: cpu preset 9.5 min on 2 CPU cores (measured: 7.3 min of training + two 1-min greedy checks;
-135M model, synthetic levels 1-3; greedy 6.7% -> 30.0% on 60 held-out problems);
+Needs: cpu preset 9.5 min on 2 CPU cores (measured with the previous trainer: 7.3 min of training + two
+1-min greedy checks; 135M model, synthetic levels 1-3; greedy 6.7% -> 30.0% on 60 held-out problems;
+training now does several times the tokens per CPU-second, bench/results/throughput.json);
 t4 ~1.5B model in 4-bit, ~10 GB (estimate); a100 7B model in 4-bit: 5.2 GiB of weights (README, GPU memory)
 plus activations and logits, not measured yet.
 Writes runs/<preset>/ssft/: adapter/ (PeftModel.from_pretrained loads it), config.json,
@@ -39,13 +40,14 @@ class Config:
     eval_size: int = 60  # held-out problems for the greedy accuracy check (±6 points at 60)
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.05  # cpu preset: 0 (drawing the dropout masks was ~10% of a CPU step)
     lr: float = 2e-4  # LoRA tolerates a high lr; 1e-4..3e-4 is the usual range
     epochs: float = 1.0
     max_steps: int = 52  # > 0 overrides epochs; 52 steps x batch 8: 7.3 min on 2 CPU cores (cpu preset)
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int = 512  # prompt + solution tokens; longer examples are truncated
+    group_by_length: bool = True  # batches of similar lengths (seeded): less padding, same data
     max_new_tokens: int = 160  # for the before/after greedy check
     quant: models.Quant = "auto"  # 4bit on CUDA (QLoRA), none (bf16) on CPU
     save_steps: int = 25
@@ -62,7 +64,7 @@ PRESETS = {
                   lora_r=8, lora_alpha=16, save_steps=2, log_steps=1),
     # lr measured on this preset (greedy on the 60 held-out problems after 52 steps): 2e-4 16.7%, 5e-4 28.3%,
     # 1e-3 30.0%. A short run on a small model wants a high LoRA lr; the GPU presets keep 2e-4 / 1e-4.
-    "cpu": dict(lr=1e-3),
+    "cpu": dict(lr=1e-3, lora_dropout=0.0),
     "t4": dict(model="Qwen/Qwen2.5-1.5B", data="math-paper", style="math", train_size=None, eval_size=100,
                max_steps=-1, epochs=2.0, batch_size=4, grad_accum=4, max_length=1024, max_new_tokens=512,
                lora_r=16, lora_alpha=32, save_steps=200, log_steps=20),
@@ -78,6 +80,19 @@ def greedy_check(model, tok, problems, cfg, label: str) -> float:
     print(f"[01] greedy accuracy {label}: {summary['accuracy']:.1%} on {len(problems)} held-out problems "
           f"({summary['seconds']:.0f} s)")
     return summary["accuracy"]
+
+
+def sft_trainer(cfg, model, tok, records, ckpt_dir, callbacks=()):
+    """This recipe's trainer (bench/bench_throughput.py times this very object): TRL's SFTTrainer as
+    mathlite.sft builds it (lean loss on CPU, bf16 LoRA on a bf16 base, batches grouped by length)."""
+    from mathlite import sft as sft_lib
+
+    return sft_lib.sft_trainer(
+        model, tok, records, ckpt_dir, label="SSFT", lr=cfg.lr, batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, epochs=cfg.epochs, seed=cfg.seed,
+        save_steps=cfg.save_steps, log_steps=cfg.log_steps, max_length=cfg.max_length,
+        peft_config=models.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
+        group_by_length=cfg.group_by_length, callbacks=callbacks)
 
 
 def main(argv):
@@ -123,12 +138,7 @@ def main(argv):
             metrics["greedy_before"] = greedy_check(model, tok, held_out, cfg, "before")
     metrics["seconds_eval_before"] = t_before["seconds"]
 
-    sft = sft_lib.sft_trainer(
-        model, tok, records, out / "checkpoints", label="SSFT", lr=cfg.lr, batch_size=cfg.batch_size,
-        grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, epochs=cfg.epochs, seed=cfg.seed,
-        save_steps=cfg.save_steps, log_steps=cfg.log_steps, max_length=cfg.max_length,
-        peft_config=models.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
-    )
+    sft = sft_trainer(cfg, model, tok, records, out / "checkpoints")
     with runs.timer() as t_train:
         result = sft_lib.train_or_resume(sft, out / "checkpoints", "[01]")
         metrics.update({k: v for k, v in (result or {}).items() if isinstance(v, (int, float))})
@@ -147,6 +157,8 @@ def main(argv):
         if held_out:
             model = sft.model
             model.eval()
+            if not models.has_cuda() and hasattr(model.get_base_model(), "set_attn_implementation"):
+                model.get_base_model().set_attn_implementation("sdpa")  # faster than eager for decoding
             metrics["greedy_after"] = greedy_check(model, tok, held_out, cfg, "after")
     metrics["seconds_eval_after"] = t_after["seconds"]
     runs.atomic_write_json(out / "config.json", runs.config_dict(cfg))

@@ -136,8 +136,17 @@ def test_grading_fields(fake, tmp_path):
         assert entry["greedy"] is not None and [s["k"] for s in entry["samples"]] == list(range(8))
 
     right = by_id["p-right"]
-    assert right["greedy"] == {"id": "p-right", "k": -1, "text": "So \\boxed{4}.", "answer": "4", "correct": True,
-                               "tokens": 14, "finish": "eos"}  # 13 characters + EOS
+    greedy = dict(right["greedy"])
+    lp_sum, lp_mean = greedy.pop("logprob_sum"), greedy.pop("logprob_mean")
+    assert greedy == {"id": "p-right", "k": -1, "text": "So \\boxed{4}.", "answer": "4", "correct": True,
+                      "tokens": 14, "finish": "eos"}  # 13 characters + EOS
+    # every token is certain (log p = 0) but the 4-or-7 choice: logits 10 and 9.99
+    import math
+
+    assert lp_sum == pytest.approx(-math.log1p(math.exp(-0.01)), abs=1e-4) and lp_mean == pytest.approx(lp_sum / 14, abs=1e-5)
+    for smp in right["samples"]:
+        want = -math.log1p(math.exp(-0.01 if smp["answer"] == "4" else 0.01))
+        assert smp["logprob_sum"] == pytest.approx(want, abs=1e-4), "the sampling model's own (temperature 1) log-prob"
     answers = {s["answer"] for s in right["samples"]}
     assert answers == {"4", "7"}, "both branches should be sampled at p ~ 0.5 each"
     assert all(s["correct"] == (s["answer"] == "4") for s in right["samples"])
@@ -267,6 +276,10 @@ def test_validate_record():
             sampling.validate_record({**good, **bad})
     with pytest.raises(ValueError):
         sampling.validate_record({k: v for k, v in good.items() if k != "finish"})
+    sampling.validate_record({**good, "logprob_sum": -4.5, "logprob_mean": -1.5})  # optional, written by new runs
+    for bad in ({"logprob_sum": "x"}, {"logprob_sum": 0.3}, {"logprob_mean": float("nan")}, {"logprob_mean": True}):
+        with pytest.raises(ValueError):
+            sampling.validate_record({**good, **bad})
 
 
 # ---------------------------------------------------------------------------- top-p sampling
@@ -546,3 +559,36 @@ def test_recipe05_refuses_mixed_or_unavailable_backends(tmp_path, monkeypatch):
         recipe.sampling_backend(f, {"backends": ["vllm"], "base_precision": "bfloat16"})
     monkeypatch.setattr(sampling, "vllm_usable", lambda: True)
     assert recipe.sampling_backend(f, {"backends": ["vllm"]}) == "vllm"
+
+
+@pytest.mark.slow
+def test_logprob_sum_matches_teacher_forcing(smol, tmp_path):
+    """The log-prob stored with each sample (summed in the decode loop, batched, with a KV
+    cache, left padding and row compaction) equals a plain batch-1 forward pass over prompt +
+    generated tokens, for greedy and sampled rows alike; and it is what the records hold."""
+    model, tok = smol
+    problems = _synthetic(3, seed=2)
+    cfg = sampling.SamplingConfig(n=3, max_new_tokens=24, seed=3)
+    ids = {p.id: sampling._encode(tok, sampling._prompt_fn(tok, None, ())(p)) for p in problems}
+    units = [u for batch in sampling.plan_batches(problems, ids, cfg, batch_size=12) for u in batch]
+    engine = sampling.HFEngine(model, tok, cfg, batch_size=12)
+    gens = engine.run(units)
+    assert {u.seed is None for u in units} == {True, False}
+    with torch.inference_mode():
+        for u, g in zip(units, gens):
+            assert len(g.token_ids) == g.tokens > 0
+            full = torch.tensor([list(u.prompt_ids) + list(g.token_ids)])
+            logp = model(input_ids=full).logits[0].float().log_softmax(-1)
+            n = len(u.prompt_ids)
+            ref = sum(float(logp[n - 1 + i, t]) for i, t in enumerate(g.token_ids))
+            assert g.logprob_sum <= 0
+            assert g.logprob_sum == pytest.approx(ref, abs=0.05 + 0.02 * g.tokens), (u.key, g.logprob_sum, ref)
+            if u.seed is None:  # greedy picks the argmax: no token can be less likely than the best
+                assert all(float(logp[n - 1 + i].max() - logp[n - 1 + i, t]) < 0.1 for i, t in enumerate(g.token_ids))
+    out = tmp_path / "s.jsonl"
+    sampling.sample_problems(model, tok, problems, out, cfg, batch_size=12, progress=False)
+    recs = {(r["id"], r["k"]): r for r in map(json.loads, out.read_text().splitlines())}
+    for u, g in zip(units, gens):
+        r = recs[u.key]
+        assert r["tokens"] == g.tokens and r["logprob_sum"] == pytest.approx(g.logprob_sum, abs=1e-5)
+        assert r["logprob_mean"] == pytest.approx(g.logprob_sum / g.tokens, abs=1e-5)

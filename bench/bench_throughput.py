@@ -1,0 +1,706 @@
+"""Throughput of each stage against its baseline, measured in the same run, and as a share of
+the bf16 matmul roofline that this run measures on this machine.
+
+    python bench/bench_throughput.py                 # every stage (tens of minutes on 2 cores)
+    python bench/bench_throughput.py --quick         # small sizes; a smoke run
+    python bench/bench_throughput.py --only roofline,scoring
+    # on a shared machine: one process per stage (more CPU for the run), then one table
+    python bench/bench_throughput.py --only sft --out parts/sft.json   # ... and so on per stage
+    python bench/bench_throughput.py --merge parts/*.json --out bench/results/throughput.json
+
+Stages and their baselines (same model: the offline SmolLM2-135M in bf16, LoRA r=16 on every
+linear layer; same data; same batches):
+
+  roofline         a 2048x2048 bf16 matmul (and fp32, for reference): FLOP per CPU-second
+  sft              recipes/01_ssft.py's trainer (`sft_trainer`, cpu preset: TRL SFTTrainer, lean
+                   loss, bf16 LoRA, length-grouped batches) vs
+                   - a plain PyTorch + peft loop (model(**batch).loss, backward, AdamW) over the
+                     very batches the recipe's dataloader yields, and
+                   - the recipe's trainer as it was before this work ("recipe_before": stock
+                     SFTTrainer, fp32 LoRA, LoRA dropout 0.05, random batches; see _sft_before)
+  sampling         mathlite.sampling.HFEngine vs the engine before this work (kept below as
+                   `BaselineEngine`) and vs a naive `generate(num_return_sequences=N)` per problem,
+                   at N=8 and N=16 (greedy + N per problem, 02's batch of 72 sequences)
+  scoring          Evaluator.score (head and verbal) in batches vs one solution at a time
+  evaluator_train  mathlite.evaluator.train_evaluator (head, pointwise) vs a plain loop over the
+                   same batches
+
+Every time is measured twice: wall clock and this process's CPU time. The machine this ran on is
+shared (load average recorded); with one torch thread (the default here) CPU time is the compute
+time and a neighbour's load disturbs it far less, so ratios and roofline shares use CPU time.
+Roofline share = useful model FLOPs (training 6 x params per token, inference 2 x params per
+token) / the bf16 matmul FLOP rate measured at the start of the run. "ceiling" = 1 / the
+baseline's roofline share: the largest ratio any change could reach against that baseline (ours
+at 100% of the matmul rate); a goal above it cannot be met on this machine. Writes
+bench/results/throughput.json (bench/results/quick/ with --quick) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+STAGES = ("roofline", "sft", "sampling", "scoring", "evaluator_train")
+# stage -> (baseline key, goal ratio): the issue's goals
+GOALS = {
+    "sft": [("plain_loop", 0.9), ("recipe_before", 3.0)],
+    "sampling_n8": [("engine_before", 3.0), ("naive_generate", None)],
+    "sampling_n16": [("engine_before", 3.0), ("naive_generate", None)],
+    "scoring_head": [("batch1", 3.0)],
+    "scoring_verbal": [("batch1", 3.0)],
+    "evaluator_train": [("plain_loop", 0.9)],
+}
+
+
+def _loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+class Clock:
+    """Wall and process CPU seconds of a block."""
+
+    def __enter__(self):
+        self.w0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.w0
+        self.cpu = time.process_time() - self.c0
+
+
+def rate(tokens: int, clock_wall: float, clock_cpu: float, flops_per_token: float, roof: float | None) -> dict:
+    r = {"tokens": int(tokens), "wall_s": round(clock_wall, 3), "cpu_s": round(clock_cpu, 3),
+         "tokens_per_s": tokens / clock_wall if clock_wall else None,
+         "tokens_per_cpu_s": tokens / clock_cpu if clock_cpu else None}
+    if roof and r["tokens_per_cpu_s"]:
+        r["roofline_share"] = r["tokens_per_cpu_s"] * flops_per_token / roof
+    return r
+
+
+# ---------------------------------------------------------------------------- roofline
+
+
+def matmul_roofline(size: int = 2048, seconds: float = 2.0) -> dict:
+    """FLOP per CPU-second (and per wall second) of a square matmul, bf16 and fp32."""
+    import torch
+
+    out = {"size": size}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(size, size, generator=g).to(dtype)
+        b = torch.randn(size, size, generator=g).to(dtype)
+        torch.mm(a, b)  # warm up (oneDNN picks its kernel)
+        n = 0
+        with Clock() as c:
+            while True:
+                torch.mm(a, b)
+                n += 1
+                if time.perf_counter() - c.w0 >= seconds and n >= 2:
+                    break
+        flops = 2 * size**3 * n
+        out[name] = {"matmuls": n, "flop_per_cpu_s": flops / c.cpu, "flop_per_s": flops / c.wall}
+    out["bf16_over_fp32"] = out["bf16"]["flop_per_cpu_s"] / out["fp32"]["flop_per_cpu_s"]
+    return out
+
+
+# ---------------------------------------------------------------------------- SFT
+
+
+def _load_recipe(name: str):
+    spec = importlib.util.spec_from_file_location("recipe_" + name.replace(".py", ""), REPO / "recipes" / name)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _sft_cfg(steps: int, batch_size: int):
+    r01 = _load_recipe("01_ssft.py")
+    cfg = r01.Config(**r01.PRESETS["cpu"])
+    cfg.max_steps, cfg.batch_size, cfg.save_steps, cfg.log_steps = steps, batch_size, 10**6, 5
+    return r01, cfg
+
+
+class _StepClock:
+    def __init__(self):
+        self.wall, self.cpu = [], []
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class CB(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                outer._w, outer._c = time.perf_counter(), time.process_time()
+
+            def on_step_end(self, args, state, control, **kw):
+                outer.wall.append(time.perf_counter() - outer._w)
+                outer.cpu.append(time.process_time() - outer._c)
+
+        return CB()
+
+
+def _count_tokens(trainer_obj) -> list[int]:
+    """Wrap training_step to record each batch's non-padding tokens."""
+    counts: list[int] = []
+    orig = trainer_obj.training_step
+
+    def step(model, inputs, *a, **k):
+        counts.append(int(inputs["attention_mask"].sum()) if "attention_mask" in inputs
+                      else int(inputs["input_ids"].numel()))
+        return orig(model, inputs, *a, **k)
+
+    trainer_obj.training_step = step
+    return counts
+
+
+def _sft_before(cfg, model, tok, records, ckpt_dir, callbacks):
+    """01's trainer before this work (commit 7d3a07b): stock SFTTrainer (its fused LM head scores
+    every position and computes entropy and token accuracy over the vocabulary at every step),
+    peft's default fp32 LoRA weights, LoRA dropout 0.05, batches in random order."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from mathlite import models, trainer
+
+    args = SFTConfig(
+        **trainer.common_training_args(ckpt_dir, lr=cfg.lr, batch_size=cfg.batch_size, grad_accum=1,
+                                       max_steps=cfg.max_steps, epochs=1.0, seed=cfg.seed, save_steps=10**6,
+                                       log_steps=cfg.log_steps),
+        max_length=cfg.max_length, completion_only_loss=True, packing=False)
+    sft = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tok,
+                     peft_config=models.lora_config(cfg.lora_r, cfg.lora_alpha, 0.05), callbacks=list(callbacks))
+    trainer.drop_printer(sft)
+    return sft
+
+
+def _summarize_steps(clock: _StepClock, tokens: list[int], warmup: int, flops_per_token: float, roof) -> dict:
+    w, c, n = clock.wall[warmup:], clock.cpu[warmup:], tokens[warmup:len(clock.wall)]
+    r = rate(sum(n), sum(w), sum(c), flops_per_token, roof)
+    r.update(steps_timed=len(w), warmup_steps=warmup, step_cpu_s=[round(x, 2) for x in clock.cpu],
+             tokens_per_step=tokens[: len(clock.wall)])
+    return r
+
+
+def bench_sft(args, roof: float | None) -> dict:
+    import torch
+
+    from mathlite import data, models
+
+    steps = args.sft_steps + args.warmup
+    r01, cfg = _sft_cfg(steps, args.batch_size)
+    tok = models.load_tokenizer(cfg.model)
+    problems = data.load_problems(cfg.data, "train", limit=args.sft_problems, seed=cfg.seed)
+    records = data.prompt_completion_records(problems, tok, cfg.style)
+    out: dict = {"config": {"steps_timed": args.sft_steps, "warmup": args.warmup, "batch_size": cfg.batch_size,
+                            "train_problems": len(problems), "lr": cfg.lr, "lora_r": cfg.lora_r,
+                            "lora_dropout_now": cfg.lora_dropout, "group_by_length": cfg.group_by_length}}
+    batches = None
+    params = None
+    recipe_attn = None
+    for rep in range(args.repeats):
+        for variant in ("recipe_now", "plain_loop", "recipe_before"):
+            if variant == "plain_loop" and batches is None:
+                continue
+            gc.collect()
+            model = models.load_model(cfg.model, quant="none", for_training=True)
+            params = params or sum(p.numel() for p in model.parameters())
+            fpt = 6 * params
+            with tempfile.TemporaryDirectory(prefix="bench_sft_") as tmp:
+                if variant == "plain_loop":
+                    res = _plain_sft_loop(model, cfg, batches, args.warmup, fpt, roof, recipe_attn)
+                else:
+                    clock = _StepClock()
+                    build = r01.sft_trainer if variant == "recipe_now" else _sft_before
+                    sft = build(cfg, model, tok, records, Path(tmp) / "ck", [clock.callback()])
+                    if variant == "recipe_now":  # the plain loop replays exactly these batches
+                        batches = [b for _, b in zip(range(steps), sft.get_train_dataloader())]
+                        recipe_attn = sft.model.get_base_model().config._attn_implementation
+                    counts = _count_tokens(sft)
+                    sft.train()
+                    res = _summarize_steps(clock, counts, args.warmup, fpt, roof)
+                    res["lora_dtype"] = str(next(p.dtype for n, p in sft.model.named_parameters() if "lora_" in n))
+                    res["attention"] = sft.model.get_base_model().config._attn_implementation
+                    del sft
+            res["loadavg"] = _loadavg()
+            out.setdefault("runs", {}).setdefault(variant, []).append(res)
+            print(f"[bench] sft {variant} (rep {rep + 1}): {res['tokens_per_cpu_s']:.0f} tok/CPU-s, "
+                  f"{res['tokens_per_s']:.0f} tok/s wall, load {res['loadavg']}", flush=True)
+            del model
+    out["params"] = params
+    _medians(out)
+    torch.set_grad_enabled(True)
+    return out
+
+
+def _plain_sft_loop(model, cfg, batches, warmup: int, fpt: float, roof, recipe_attn: str | None = None) -> dict:
+    """model(**batch).loss, backward, AdamW: what a hand-written loop does, same LoRA config."""
+    import torch
+
+    from mathlite import models, trainer
+
+    torch.manual_seed(cfg.seed)
+    if recipe_attn:  # the model as 01 configures it (eager attention on CPU), so only the loop differs
+        model.set_attn_implementation(recipe_attn)
+    model = trainer.lora_model(model, models.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    clock, tokens = _StepClock(), []
+    for batch in batches:
+        with Clock() as c:
+            loss = model(**batch, use_cache=False).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        clock.wall.append(c.wall)
+        clock.cpu.append(c.cpu)
+        tokens.append(int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel()))
+    return _summarize_steps(clock, tokens, warmup, fpt, roof)
+
+
+def _medians(out: dict) -> None:
+    med = {}
+    for variant, rs in out.get("runs", {}).items():
+        med[variant] = {k: statistics.median(r[k] for r in rs) for k in ("tokens_per_cpu_s", "tokens_per_s")}
+        shares = [r["roofline_share"] for r in rs if "roofline_share" in r]
+        if shares:
+            med[variant]["roofline_share"] = statistics.median(shares)
+    out["median"] = med
+
+
+# ---------------------------------------------------------------------------- sampling
+
+
+def _baseline_engine_class():
+    """mathlite.sampling.HFEngine's decode loop as it was before this work (commit 7d3a07b)."""
+    import torch
+
+    from mathlite import sampling
+
+    class BaselineEngine(sampling.HFEngine):
+        def _decode(self, units, on_step):
+            cfg, T = self.cfg, self.cfg.max_new_tokens
+            index: dict = {}
+            row_prompt = [index.setdefault(u.prompt_ids, len(index)) for u in units]
+            prompts = list(index)
+            width = max(len(p) for p in prompts)
+            ids = torch.full((len(prompts), width), self.pad, dtype=torch.long)
+            attn = torch.zeros((len(prompts), width), dtype=torch.long)
+            for r, p in enumerate(prompts):
+                ids[r, width - len(p):] = torch.tensor(p)
+                attn[r, width - len(p):] = 1
+            pos = (attn.cumsum(-1) - 1).clamp_(min=0)
+            cache = self._new_cache()
+            logits = self._forward(ids, attn, pos, cache)
+            if len(prompts) < len(units):
+                rows = torch.tensor(row_prompt)
+                cache.reorder_cache(rows)
+                logits, attn, pos = logits[rows], attn[rows], pos[rows]
+            next_pos = pos[:, -1:] + 1
+            u_all = torch.zeros((len(units), T), dtype=torch.float32)
+            for r, unit in enumerate(units):
+                if unit.seed is not None:
+                    u_all[r] = torch.rand(T, generator=torch.Generator().manual_seed(unit.seed))
+            greedy_all = torch.tensor([u.seed is None for u in units])
+            live = list(range(len(units)))
+            done_in_batch: set[int] = set()
+            gen: list[list[int]] = [[] for _ in units]
+            finish: list = [None] * len(units)
+            for t in range(T):
+                live_t = torch.tensor(live)
+                nxt = torch.empty(len(live), dtype=torch.long)
+                greedy = greedy_all[live_t]
+                if greedy.any():
+                    nxt[greedy] = logits[greedy].argmax(-1)
+                if not greedy.all():
+                    s = ~greedy
+                    nxt[s] = sampling._sample_rows(logits[s], u_all[live_t[s], t], cfg.temperature, cfg.top_p)
+                for j, (r, tok) in enumerate(zip(live, nxt.tolist())):
+                    if j in done_in_batch:
+                        continue
+                    gen[r].append(tok)
+                    if tok in self.eos or (self.stop and self._stopped(gen[r])):
+                        finish[r] = "eos"
+                        done_in_batch.add(j)
+                if len(done_in_batch) == len(live) or t == T - 1:
+                    break
+                if len(done_in_batch) >= max(1, 0.125 * len(live)):
+                    keep = [j for j in range(len(live)) if j not in done_in_batch]
+                    sel = torch.tensor(keep)
+                    cache.reorder_cache(sel)
+                    attn, next_pos, nxt = attn[sel], next_pos[sel], nxt[sel]
+                    live, done_in_batch = [live[j] for j in keep], set()
+                attn = torch.cat([attn, attn.new_ones((len(live), 1))], dim=-1)
+                logits = self._forward(nxt.unsqueeze(-1), attn, next_pos, cache)
+                next_pos = next_pos + 1
+            results = []
+            for r, toks in enumerate(gen):
+                body = toks[:-1] if toks and toks[-1] in self.eos else toks
+                text, cut = sampling._cut_at_stop(self.tokenizer.decode(body, skip_special_tokens=True), self.stop)
+                results.append(sampling.Generation(text, len(toks), "eos" if finish[r] or cut else "length"))
+            return results
+
+    return BaselineEngine
+
+
+def _naive_generate(model, tok, units_by_problem, n: int, cfg) -> int:
+    import torch
+
+    from mathlite import sampling
+
+    eos, tokens = tok.eos_token_id, 0
+    with sampling.generation_mode(model), torch.inference_mode():
+        for prompt_ids in units_by_problem:
+            out = model.generate(input_ids=torch.tensor([list(prompt_ids)]), do_sample=True,
+                                 temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+                                 max_new_tokens=cfg.max_new_tokens, num_return_sequences=n,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=eos)
+            for row in out[:, len(prompt_ids):].tolist():
+                tokens += row.index(eos) + 1 if eos in row else len(row)
+    return tokens
+
+
+def bench_sampling(args, roof: float | None) -> dict:
+    from mathlite import models, sampling, synthetic
+
+    tok = models.load_tokenizer(models.OFFLINE_MODEL)
+    model = models.load_model(models.OFFLINE_MODEL, quant="none")
+    params = sum(p.numel() for p in model.parameters())
+    problems = synthetic.generate(args.sample_problems, seed=0)
+    out: dict = {"config": {"problems": len(problems), "max_new_tokens": args.max_new_tokens,
+                            "batch_size": args.sample_batch, "temperature": 0.9, "top_p": 0.95,
+                            "greedy_row": True}, "params": params}
+    Baseline = _baseline_engine_class()
+    for n in args.sample_n:
+        cfg = sampling.SamplingConfig(n=n, max_new_tokens=args.max_new_tokens, temperature=0.9, top_p=0.95, seed=0)
+        ids = {p.id: sampling._encode(tok, sampling._prompt_fn(tok, None, ())(p)) for p in problems}
+        batches = sampling.plan_batches(problems, ids, cfg, args.sample_batch)
+        runs: dict = {}
+        texts: dict = {}
+        for rep in range(args.repeats):
+            for variant in ("engine_now", "engine_before", "naive_generate"):
+                if variant == "naive_generate" and rep > 0:
+                    continue  # slow and far behind: once is enough
+                with Clock() as c:
+                    if variant == "naive_generate":
+                        tokens = _naive_generate(model, tok, [ids[p.id] for p in problems], n, cfg)
+                    else:
+                        eng = (sampling.HFEngine if variant == "engine_now" else Baseline)(model, tok, cfg,
+                                                                                            batch_size=args.sample_batch)
+                        gens = [g for b in batches for g in eng.run(b)]
+                        tokens = sum(g.tokens for g in gens)
+                        texts.setdefault(variant, [g.text for g in gens])
+                res = rate(tokens, c.wall, c.cpu, 2 * params, roof)
+                res["loadavg"] = _loadavg()
+                runs.setdefault(variant, []).append(res)
+                print(f"[bench] sampling N={n} {variant} (rep {rep + 1}): {res['tokens_per_cpu_s']:.0f} tok/CPU-s, "
+                      f"{res['tokens_per_s']:.0f} tok/s wall, load {res['loadavg']}", flush=True)
+        now, before = texts.get("engine_now", []), texts.get("engine_before", [])
+        block = {"runs": runs, "samples_identical_to_engine_before": sum(a == b for a, b in zip(now, before)),
+                 "samples": len(now)}
+        _medians(block)
+        out[f"n{n}"] = block
+    return out
+
+
+# ---------------------------------------------------------------------------- evaluator
+
+
+def _scoring_texts(n: int):
+    from mathlite import data, models
+
+    tok = models.load_tokenizer(models.OFFLINE_MODEL)
+    problems = data.load_problems("synthetic:levels=1-3", "train", limit=n, seed=1)
+    recs = data.prompt_completion_records(problems, tok, "steps")[:n]
+    qs = {p.id: p.question for p in problems}
+    questions = [p.question for p in problems][: len(recs)]
+    return tok, questions, [r["completion"] for r in recs], qs
+
+
+def bench_scoring(args, roof: float | None) -> dict:
+    from mathlite import evaluator, models
+
+    tok, questions, solutions, _ = _scoring_texts(args.score_n)
+    out: dict = {"config": {"solutions": len(solutions), "batch_size": args.score_batch}}
+    for kind in ("head", "verbal"):
+        base = models.load_model(models.OFFLINE_MODEL, quant="none", task="seq_cls" if kind == "head" else "causal")
+        params = sum(p.numel() for p in base.parameters())
+        ev = evaluator.Evaluator.create(base, kind, tokenizer=tok, seed=0)
+        encoded = [ev.encode(q, s) for q, s in zip(questions, solutions)]
+        tokens = sum(len(e) for e in encoded)
+        runs: dict = {}
+        for rep in range(args.repeats):
+            for variant, bs in (("batched", args.score_batch), ("batch1", 1)):
+                with Clock() as c:
+                    z = ev.logits(encoded, batch_size=bs)
+                res = rate(tokens, c.wall, c.cpu, 2 * params, roof)
+                res["loadavg"] = _loadavg()
+                runs.setdefault(variant, []).append(res)
+                runs.setdefault("_z", {})[variant] = z
+                print(f"[bench] scoring {kind} {variant} (rep {rep + 1}): {res['tokens_per_cpu_s']:.0f} tok/CPU-s, "
+                      f"load {res['loadavg']}", flush=True)
+        zs = runs.pop("_z")
+        block = {"runs": runs, "params": params,
+                 "max_abs_z_diff_batched_vs_batch1": max(abs(a - b) for a, b in zip(zs["batched"], zs["batch1"]))}
+        _medians(block)
+        out[kind] = block
+        del ev, base
+        gc.collect()
+    return out
+
+
+def bench_evaluator_train(args, roof: float | None) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from mathlite import evaluator, models
+
+    tok, questions, solutions, _ = _scoring_texts(args.etrain_n)
+    examples = [{"problem_id": f"p{i // 2}", "question": q, "solution": s, "label": i % 2}
+                for i, (q, s) in enumerate(zip(questions, solutions))]
+    steps = args.etrain_steps + args.warmup
+    out: dict = {"config": {"examples": len(examples), "steps_timed": args.etrain_steps, "warmup": args.warmup,
+                            "batch_size": args.batch_size, "kind": "head", "loss": "pointwise"}}
+    runs: dict = {}
+    for rep in range(args.repeats):
+        # train_evaluator, timed per step by a callback
+        base = models.load_model(models.OFFLINE_MODEL, quant="none", task="seq_cls")
+        params = sum(p.numel() for p in base.parameters())
+        clock = _StepClock()
+        tokens: list[int] = []
+        batches: list[dict] = []
+        with tempfile.TemporaryDirectory(prefix="bench_etrain_") as tmp:
+            orig = evaluator._make_scorer_trainer_class
+
+            def patched():
+                cls = orig()
+
+                class Counting(cls):
+                    def training_step(self, model, inputs, *a, **k):
+                        tokens.append(int(inputs["attention_mask"].sum()))
+                        batches.append({k2: v.clone() for k2, v in inputs.items()})
+                        return super().training_step(model, inputs, *a, **k)
+
+                return Counting
+
+            evaluator._make_scorer_trainer_class = patched
+            try:
+                evaluator.train_evaluator(base, examples, "head", "pointwise", out_dir=Path(tmp) / "ev", lr=1e-3,
+                                          max_steps=steps, batch_size=args.batch_size, max_length=512,
+                                          tokenizer=tok, callbacks=[clock.callback()], log_steps=5)
+            finally:
+                evaluator._make_scorer_trainer_class = orig
+        res = _summarize_steps(clock, tokens, args.warmup, 6 * params, roof)
+        res["loadavg"] = _loadavg()
+        runs.setdefault("train_evaluator", []).append(res)
+        print(f"[bench] evaluator_train train_evaluator (rep {rep + 1}): {res['tokens_per_cpu_s']:.0f} tok/CPU-s",
+              flush=True)
+        del base
+        gc.collect()
+        # the plain loop over the same batches
+        base = models.load_model(models.OFFLINE_MODEL, quant="none", task="seq_cls")
+        ev = evaluator.Evaluator.create(base, "head", tokenizer=tok, seed=0, trainable=True)
+        ev.model.train()
+        opt = torch.optim.AdamW([p for p in ev.model.parameters() if p.requires_grad], lr=1e-3)
+        pclock = _StepClock()
+        for b in batches:
+            with Clock() as c:
+                z = evaluator.batch_logits("head", ev.model, b["input_ids"], b["attention_mask"], ev.verdict_ids)
+                F.binary_cross_entropy_with_logits(z, b["labels"].float()).backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            pclock.wall.append(c.wall)
+            pclock.cpu.append(c.cpu)
+        res = _summarize_steps(pclock, tokens, args.warmup, 6 * params, roof)
+        res["loadavg"] = _loadavg()
+        runs.setdefault("plain_loop", []).append(res)
+        print(f"[bench] evaluator_train plain_loop (rep {rep + 1}): {res['tokens_per_cpu_s']:.0f} tok/CPU-s", flush=True)
+        del ev, base
+        gc.collect()
+    out["runs"] = runs
+    _medians(out)
+    return out
+
+
+# ---------------------------------------------------------------------------- table
+
+
+def goal_rows(result: dict) -> list[dict]:
+    """One row per (stage, baseline): tokens per CPU-second of both, their ratio, the goal, met?"""
+    rows = []
+    blocks = {"sft": (result.get("sft"), "recipe_now"),
+              "evaluator_train": (result.get("evaluator_train"), "train_evaluator")}
+    goals = dict(GOALS)
+    for key in (result.get("sampling") or {}):
+        if key.startswith("n") and key[1:].isdigit():
+            blocks[f"sampling_{key}"] = (result["sampling"][key], "engine_now")
+            goals.setdefault(f"sampling_{key}", [("engine_before", None), ("naive_generate", None)])
+    for kind in ("head", "verbal"):
+        blocks[f"scoring_{kind}"] = ((result.get("scoring") or {}).get(kind), "batched")
+    for stage, stage_goals in goals.items():
+        if stage not in blocks:
+            continue
+        block, ours = blocks[stage]
+        med = (block or {}).get("median") or {}
+        if ours not in med:
+            continue
+        for base, goal in stage_goals:
+            if base not in med:
+                continue
+            ratio = med[ours]["tokens_per_cpu_s"] / med[base]["tokens_per_cpu_s"]
+            rows.append({"stage": stage, "ours": ours, "baseline": base,
+                         "tokens_per_cpu_s": med[ours]["tokens_per_cpu_s"],
+                         "baseline_tokens_per_cpu_s": med[base]["tokens_per_cpu_s"],
+                         "ratio": ratio, "goal": goal, "met": None if goal is None else ratio >= goal,
+                         "roofline_share": med[ours].get("roofline_share"),
+                         "baseline_roofline_share": med[base].get("roofline_share")})
+            share = rows[-1]["baseline_roofline_share"]
+            # the most any change could give: ours at 100% of the measured bf16 matmul rate
+            rows[-1]["ceiling_ratio"] = 1 / share if share else None
+    return rows
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(140, Console().width))
+    roof = result.get("roofline") or {}
+    title = "throughput per CPU-second, ratio to a baseline from the same run"
+    if roof.get("bf16"):
+        title += (f" (bf16 matmul roofline {roof['bf16']['flop_per_cpu_s'] / 1e9:.0f} GFLOP/CPU-s, "
+                  f"fp32 {roof['fp32']['flop_per_cpu_s'] / 1e9:.0f})")
+    t = Table(title=title, show_lines=False)
+    for col in ("stage", "ours", "baseline", "tok/CPU-s", "baseline tok/CPU-s", "ratio", "goal", "met",
+                "roofline share (ours / baseline)", "ceiling"):
+        t.add_column(col, justify="left" if col in ("stage", "ours", "baseline", "met") else "right")
+    for r in result.get("goals", []):
+        share = "-"
+        if r.get("roofline_share") is not None:
+            share = f"{100 * r['roofline_share']:.1f}% / {100 * (r.get('baseline_roofline_share') or 0):.1f}%"
+        t.add_row(r["stage"], r["ours"], r["baseline"], f"{r['tokens_per_cpu_s']:.0f}",
+                  f"{r['baseline_tokens_per_cpu_s']:.0f}", f"{r['ratio']:.2f}x",
+                  "-" if r["goal"] is None else f">= {r['goal']}x",
+                  "-" if r["met"] is None else ("yes" if r["met"] else "NO"), share,
+                  f"{r['ceiling_ratio']:.1f}x" if r.get("ceiling_ratio") else "-")
+    console.print(t)
+    if result.get("peak_rss_01"):
+        console.print(f"peak RSS of 01: {result['peak_rss_01']}", highlight=False)
+    console.print(f"threads {result['threads']}; load average {result['loadavg_start']} at start, "
+                  f"{result.get('loadavg_end')} at end on {result['machine'].get('cpus')} CPUs (shared machine: "
+                  "ratios come from the same run, by CPU time)", highlight=False)
+
+
+def merge(paths: list[Path], out_path: Path) -> int:
+    """One result from several partial ones (stages run as parallel processes, one thread each:
+    on a shared machine this gets the run more CPU; each ratio still comes from one process)."""
+    import json
+
+    from mathlite import runs
+
+    parts = [json.loads(p.read_text()) for p in paths]
+    result = {k: v for k, v in parts[0].items() if k not in STAGES}
+    result.update(merged_from=[str(p) for p in paths], stages=[], loadavg_start=[d.get("loadavg_start") for d in parts],
+                  loadavg_end=[d.get("loadavg_end") for d in parts], total_s=[d.get("total_s") for d in parts],
+                  roofline_per_part=[d.get("roofline") for d in parts])
+    for d in parts:
+        if d.get("partial"):
+            raise SystemExit(f"{d.get('stages')}: an unfinished result (partial); rerun it")
+        for stage in STAGES[1:]:
+            if stage in d:  # sampling at N=8 and N=16 may come from two parts
+                result.setdefault(stage, {}).update(d[stage])
+                result["stages"] += [] if stage in result["stages"] else [stage]
+    result["goals"] = []
+    for d in parts:
+        result["goals"] += goal_rows(d)
+    runs.atomic_write_json(out_path, result)
+    print_table(result)
+    print(f"[bench] wrote {out_path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help=f"comma-separated subset of {','.join(STAGES)}")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run (results under bench/results/quick/)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: see the module docstring)")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each variant (medians)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--sft-steps", type=int, default=6)
+    ap.add_argument("--sft-problems", type=int, default=400)
+    ap.add_argument("--sample-problems", type=int, default=8)
+    ap.add_argument("--sample-n", default="8,16")
+    ap.add_argument("--sample-batch", type=int, default=72, help="02's batch_size")
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--score-n", type=int, default=96)
+    ap.add_argument("--score-batch", type=int, default=16, help="04's batch_size")
+    ap.add_argument("--etrain-n", type=int, default=96)
+    ap.add_argument("--etrain-steps", type=int, default=6)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                    help="combine the stages of result files written by parallel --only runs into --out "
+                         "(each stage keeps its own baseline from its own run) and print the table")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats, args.sft_steps, args.batch_size, args.sft_problems = 1, 2, 4, 40
+        args.sample_problems, args.sample_n, args.max_new_tokens, args.sample_batch = 2, "2", 16, 6
+        args.score_n, args.score_batch, args.etrain_n, args.etrain_steps = 8, 4, 16, 2
+    args.sample_n = [int(x) for x in str(args.sample_n).split(",") if x]
+    stages = [s.strip() for s in args.only.split(",")] if args.only else list(STAGES)
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        ap.error(f"unknown stage(s) {bad}; choose from {', '.join(STAGES)}")
+    out_path = args.out or (REPO / "bench" / "results" / ("quick" if args.quick else "") / "throughput.json")
+
+    if args.merge:
+        return merge(args.merge, out_path)
+    warnings.filterwarnings("ignore")
+    import torch
+
+    from mathlite import runs, trainer
+
+    trainer.quiet_libraries()
+    torch.set_num_threads(args.threads)
+    result: dict = {"benchmark": "throughput", "quick": args.quick, "stages": stages, "threads": args.threads,
+                    "machine": runs.machine(), "versions": runs.versions(), "git_commit": runs.git_commit(),
+                    "loadavg_start": _loadavg(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "note": "shared 2-core machine: ratios are from the same run, by process CPU time"}
+    t0 = time.perf_counter()
+    result["roofline"] = matmul_roofline(1024 if args.quick else 2048, 0.5 if args.quick else 2.0)
+    roof = result["roofline"]["bf16"]["flop_per_cpu_s"]
+    print(f"[bench] bf16 matmul {roof / 1e9:.0f} GFLOP/CPU-s, fp32 "
+          f"{result['roofline']['fp32']['flop_per_cpu_s'] / 1e9:.0f} ({args.threads} thread(s))", flush=True)
+    for stage, fn in (("sft", bench_sft), ("sampling", bench_sampling), ("scoring", bench_scoring),
+                      ("evaluator_train", bench_evaluator_train)):
+        if stage in stages:
+            result[stage] = fn(args, roof)
+            result["goals"] = goal_rows(result)
+            runs.atomic_write_json(out_path, {**result, "partial": True})
+    result["goals"] = goal_rows(result)
+    result["loadavg_end"] = _loadavg()
+    result["total_s"] = round(time.perf_counter() - t0, 1)
+    runs.atomic_write_json(out_path, result)
+    print_table(result)
+    print(f"[bench] wrote {out_path} in {result['total_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

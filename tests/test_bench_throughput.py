@@ -1,0 +1,72 @@
+"""bench/bench_throughput.py's arithmetic: ratios, goals, roofline shares, merging parallel parts,
+and the headline run_all prints. (The timed runs themselves: `python bench/bench_throughput.py --quick`.)"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import bench_throughput as bt  # noqa: E402
+import run_all  # noqa: E402
+
+
+def _med(ours: float, **bases: float) -> dict:
+    return {"median": {"recipe_now": {"tokens_per_cpu_s": ours, "roofline_share": 0.1},
+                       **{k: {"tokens_per_cpu_s": v, "roofline_share": 0.05} for k, v in bases.items()}}}
+
+
+def _result() -> dict:
+    return {"sft": _med(300.0, plain_loop=250.0, recipe_before=120.0),
+            "scoring": {"head": {"median": {"batched": {"tokens_per_cpu_s": 2000.0},
+                                            "batch1": {"tokens_per_cpu_s": 800.0}}}}}
+
+
+def test_goal_rows_ratios_and_verdicts():
+    rows = {(r["stage"], r["baseline"]): r for r in bt.goal_rows(_result())}
+    assert set(rows) == {("sft", "plain_loop"), ("sft", "recipe_before"), ("scoring_head", "batch1")}
+    assert rows["sft", "plain_loop"]["ratio"] == pytest.approx(1.2) and rows["sft", "plain_loop"]["met"] is True
+    assert rows["sft", "recipe_before"]["ratio"] == pytest.approx(2.5) and rows["sft", "recipe_before"]["met"] is False
+    assert rows["scoring_head", "batch1"]["ratio"] == pytest.approx(2.5) and rows["scoring_head", "batch1"]["met"] is False
+    assert rows["sft", "plain_loop"]["roofline_share"] == 0.1
+
+
+def test_rate_and_roofline_share():
+    r = bt.rate(1000, clock_wall=10.0, clock_cpu=4.0, flops_per_token=1e9, roof=1e12)
+    assert r["tokens_per_s"] == 100 and r["tokens_per_cpu_s"] == 250
+    assert r["roofline_share"] == pytest.approx(250 * 1e9 / 1e12)
+
+
+def test_matmul_roofline_measures_both_dtypes():
+    r = bt.matmul_roofline(size=128, seconds=0.05)
+    assert r["bf16"]["matmuls"] >= 2 and r["bf16"]["flop_per_cpu_s"] > 0 and r["fp32"]["flop_per_cpu_s"] > 0
+
+
+def test_merge_keeps_each_part_with_its_own_baselines(tmp_path, capsys):
+    a, b = _result(), {"evaluator_train": {"median": {"train_evaluator": {"tokens_per_cpu_s": 90.0},
+                                                      "plain_loop": {"tokens_per_cpu_s": 100.0}}}}
+    for d, name in ((a, "a.json"), (b, "b.json")):
+        d.update(machine={"cpus": 2}, threads=1, loadavg_start=[1, 1, 1])
+        (tmp_path / name).write_text(json.dumps(d))
+    out = tmp_path / "merged.json"
+    assert bt.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert sorted(merged["stages"]) == ["evaluator_train", "scoring", "sft"]
+    et = next(g for g in merged["goals"] if g["stage"] == "evaluator_train")
+    assert et["ratio"] == pytest.approx(0.9) and et["met"] is True
+    assert "evaluator_train" in capsys.readouterr().out
+    (tmp_path / "a.json").write_text(json.dumps({**a, "partial": True}))
+    with pytest.raises(SystemExit, match="unfinished"):
+        bt.main(["--merge", str(tmp_path / "a.json"), "--out", str(out)])
+
+
+def test_run_all_headline_names_the_worst_goal():
+    h = run_all._throughput_headline({"goals": bt.goal_rows(_result())})
+    assert h["metric"].startswith("stage throughput vs baseline: 1 of 3 goals met")
+    assert h["ratio"] == pytest.approx(2.5)  # recipe_before: 2.5 / 3 is the furthest from its goal
+    assert "throughput" in run_all.BY_NAME
