@@ -193,8 +193,9 @@ def validate_record(d: Any) -> None:
         raise ValueError("sample record is correct without an answer")
     for key in OPTIONAL_FLOAT_FIELDS:
         value = d.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
-            raise ValueError(f"sample record field '{key}' must be a finite number or absent, got {value!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value > 0):  # a log-probability is <= 0
+            raise ValueError(f"sample record field '{key}' must be a finite number <= 0 or absent, got {value!r}")
 
 
 def scan_jsonl(path: Path, validate: Callable[[Any], None] | None) -> tuple[list[dict], int, str | None]:

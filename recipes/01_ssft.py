@@ -64,7 +64,7 @@ PRESETS = {
                   lora_r=8, lora_alpha=16, save_steps=2, log_steps=1),
     # lr measured on this preset (greedy on the 60 held-out problems after 52 steps): 2e-4 16.7%, 5e-4 28.3%,
     # 1e-3 30.0%. A short run on a small model wants a high LoRA lr; the GPU presets keep 2e-4 / 1e-4.
-    "cpu": dict(lr=1e-3, lora_dropout=0.0),
+    "cpu": dict(lr=1e-3, lora_dropout=0.0, max_steps=120),
     "t4": dict(model="Qwen/Qwen2.5-1.5B", data="math-paper", style="math", train_size=None, eval_size=100,
                max_steps=-1, epochs=2.0, batch_size=4, grad_accum=4, max_length=1024, max_new_tokens=512,
                lora_r=16, lora_alpha=32, save_steps=200, log_steps=20),

@@ -51,7 +51,7 @@ class Config:
 
 PRESETS = {
     "smoke": dict(train_problems=4, test_problems=4, n=2, max_new_tokens=32, batch_size=16),
-    "cpu": dict(),
+    "cpu": dict(train_problems=120),
     "t4": dict(train_problems=500, test_problems=500, n=16, max_new_tokens=512, batch_size=32),
     "a100": dict(train_problems=2000, test_problems=500, n=64, max_new_tokens=768, batch_size=128),
 }
