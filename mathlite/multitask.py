@@ -299,7 +299,7 @@ def generator_pairs(chosen: dict[str, list[dict]], methods: list[str], n_boot: i
             w, l, t, d, lo, hi, p = metrics.paired([c["correct"][m] for c in chosen[a]],
                                                    [c["correct"][m] for c in chosen[b]], counts)
             label = metrics.full_label(m)
-            out.append(metrics.PairedStats(f"{a}:{m}", f"{b}:{m}", f"{label} ({a})", f"{label} ({b})",
+            out.append(metrics.PairedStats(f"{a}:{m}", f"{b}:{m}", f"{a}: {label}", f"{b}: {label}",
                                            w, l, t, len(ids), d, lo, hi, p))
     return out
 

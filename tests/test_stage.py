@@ -78,9 +78,9 @@ def test_generator_pairs_count_wins_losses_ties_per_method():
                    ("multitask:maj1", "control:maj1"): (0, 0, 8, 0.0)}
     c = next(c for c in pairs if c.method == "multitask:maj1" and c.baseline == "ssft:maj1")
     assert c.p_value == metrics.sign_test(6, 1) == pytest.approx(16 / 128)
-    assert c.ci_low <= c.diff <= c.ci_high and c.label == "Maj1@N (multitask)"
+    assert c.ci_low <= c.diff <= c.ci_high and c.label == "multitask: Maj1@N"
     text = multitask.pairs_markdown(pairs)
-    assert "| Maj1@N (multitask) | Maj1@N (ssft) | 6 | 1 | 1 | +62.5 |" in text
+    assert "| multitask: Maj1@N | ssft: Maj1@N | 6 | 1 | 1 | +62.5 |" in text
     assert "**not shown**: The multi-task generator beats the SSFT generator at Maj1@N. " in text
 
 
