@@ -304,18 +304,22 @@ def generator_pairs(chosen: dict[str, list[dict]], methods: list[str], n_boot: i
     return out
 
 
+def claim_lines(pairs: list[metrics.PairedStats]) -> list[str]:
+    """One generated line per paired test: held / reversed / not shown (report.verdict), with its evidence."""
+    who = {"ssft": "the SSFT generator", "control": "the control (the same generator steps, no evaluator step)"}
+    return [f"- **{report.verdict(c)}**: The multi-task generator beats {who[c.baseline.split(':')[0]]} at "
+            f"{metrics.full_label(c.method.split(':', 1)[1])}. {report._evidence(c)}." for c in pairs]
+
+
 def pairs_markdown(pairs: list[metrics.PairedStats]) -> str:
     """The paired table and the generated "which claims held" lines, as the 04 report words them."""
     if not pairs:
         return ""
-    who = {"ssft": "the SSFT generator", "control": "the control (the same generator steps, no evaluator step)"}
-    lines = [f"- **{report.verdict(c)}**: The multi-task generator beats {who[c.baseline.split(':')[0]]} at "
-             f"{metrics.full_label(c.method.split(':', 1)[1])}. {report._evidence(c)}." for c in pairs]
     return ("## Paired per problem: multi-task vs SSFT and vs the control\n\n"
             + report.markdown_table(report.PAIRED_HEADER, report.paired_rows(pairs))
             + f"\n## Which claims held here\n\nGenerated from the paired tests above: **held** = better with "
             f"two-sided sign test p < {report.ALPHA}; **reversed** = worse with p < {report.ALPHA}; **not shown** = "
-            "no significant difference at this number of problems.\n\n" + "\n".join(lines) + "\n")
+            "no significant difference at this number of problems.\n\n" + "\n".join(claim_lines(pairs)) + "\n")
 
 
 def comparison_text(cfg, x: Inputs, columns: dict, skill: dict, timings: dict, pairs: list, rerank_label: str,

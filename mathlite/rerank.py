@@ -12,6 +12,7 @@ from rich.progress import Progress
 
 from . import files, report, samples, sampling
 from .errors import UserError
+from .stage import Stage
 
 
 def evaluator_scores(store: samples.SampleSet, evaluator_dir: Path, cache: Path, batch_size: int,
@@ -77,10 +78,11 @@ class Settings:
     seed: int = 0
 
 
-def rerank(path: Path, evaluator_dir: Path | None, out: Path, settings: Settings, name: str, tag: str = "[04]"
-           ) -> tuple[dict, report.Computed, dict[str, Path]]:
+def rerank(path: Path, evaluator_dir: Path | None, out: Path, settings: Settings, name: str, cfg,
+           tag: str = "[04]") -> tuple[dict, report.Computed, dict[str, Path]]:
     """Recipe 04 on the samples file `path`: scores (the evaluator's cached in `out`), every method and
-    paired test, and the report files in `out`. Returns (the report's meta, the computation, its files)."""
+    paired test, the report files in `out` and its manifest (`cfg`: the config of the recipe that asked).
+    Returns (the report's meta, the computation, its files)."""
     store = samples.load(path)  # problems, samples and meta: each file read once
     if not any(g.samples for g in store.groups.values()):
         raise UserError(f"{path}: holds no sampled solutions")
@@ -107,4 +109,6 @@ def rerank(path: Path, evaluator_dir: Path | None, out: Path, settings: Settings
     files_ = report.write_report(out, comp.stats, curves=comp.curves, breakdowns=comp.breakdowns, meta=meta,
                                  paired=comp.paired, scorers=comp.scorers,
                                  choices=report.choice_records(rows, comp.chosen))
+    Stage(out, "report", {"samples": str(path), "evaluator": meta["evaluator"], **comp.settings}).finish(
+        cfg, files={k: str(v) for k, v in files_.items()})
     return meta, comp, files_

@@ -27,7 +27,6 @@ from pathlib import Path
 
 # light imports only: a bad flag or path is reported in seconds (transformers loads after the checks)
 from mathlite import report, rerank, runs
-from mathlite.stage import Stage
 
 
 @dataclass
@@ -74,7 +73,7 @@ def main(argv):
     trainer.setup_runtime()
     settings = rerank.Settings(K_values=cfg.K_values, topn_values=cfg.topn_values, n_draws=cfg.n_draws,
                                n_boot=cfg.n_boot, batch_size=cfg.batch_size, confidence=cfg.confidence, seed=cfg.seed)
-    meta, comp, files = rerank.rerank(path, evaluator_dir, out, settings, name=cfg.name or str(Path(cfg.run).name))
+    meta, comp, files = rerank.rerank(path, evaluator_dir, out, settings, cfg.name or str(Path(cfg.run).name), cfg)
     report.print_table(comp.stats, title=report.make_title(meta, comp.stats))
     for name, q in comp.scorers.items():
         print("[04] " + report.scorer_line(name, q))
@@ -87,8 +86,6 @@ def main(argv):
             other_meta, other_stats = compared[other]
             others[str(other_meta.get("name") or Path(other).parent)] = other_stats
         report.print_comparison(others)
-    Stage(out, "report", {"samples": str(path), "evaluator": meta["evaluator"], **meta["settings"]}).finish(
-        cfg, files={k: str(v) for k, v in files.items()})
     print("[04] wrote " + ", ".join(str(p) for p in files.values()))
 
 

@@ -174,13 +174,8 @@ def main(argv):
         settings = rerank.Settings(K_values=cfg.K_values, topn_values=cfg.topn_values, n_draws=cfg.n_draws,
                                    n_boot=cfg.n_boot, seed=cfg.seed)
         evaluator_dir = None if rerank_dir.lower() == "none" else Path(rerank_dir)
-        reports = {}
-        for label, path in samples.items():
-            meta, comp, written = rerank.rerank(path, evaluator_dir, out / "report" / label, settings, label, "[05]")
-            Stage(out / "report" / label, "multitask/report", {"samples": str(path), "evaluator": meta["evaluator"],
-                                                               **meta["settings"]}).finish(
-                cfg, files={k: str(v) for k, v in written.items()})
-            reports[label] = comp
+        reports = {label: rerank.rerank(path, evaluator_dir, out / "report" / label, settings, label, cfg, "[05]")[1]
+                   for label, path in samples.items()}
 
     columns = {label: {m: s for m, s in comp.stats.items() if _COMPARED.match(m)} for label, comp in reports.items()}
     pairs = multitask.generator_pairs({label: comp.chosen for label, comp in reports.items()},
@@ -198,7 +193,7 @@ def main(argv):
                                            f"({len(x.problems)} problems, N={x.scfg.n})")
     text = multitask.comparison_text(cfg, x, columns, skill, timings, pairs, RERANK_LABEL.get(
         cfg.rerank_evaluator.lower(), rerank_dir), files.read_json(run / "ssft" / "metrics.json").get("steps", "?"))
-    print(multitask.pairs_markdown(pairs).split("## Which claims held here", 1)[-1].split("\n\n", 2)[-1].rstrip())
+    print("\n".join(multitask.claim_lines(pairs)))
     runs.atomic_write_text(out / "comparison.md", text)
     runs.atomic_write_json(out / "comparison.json", {
         "columns": {label: {m: s.to_dict() for m, s in stats.items()} for label, stats in columns.items()},
