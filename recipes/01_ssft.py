@@ -25,8 +25,8 @@ from pathlib import Path
 
 # light imports only: a bad flag or path is reported in seconds (transformers/trl load after the checks)
 from mathlite import data, models, report, runs, sampling
-from mathlite.data import SolutionStyle
-from mathlite.stage import Stage  # a field is named `data`: data.SolutionStyle would read as it
+from mathlite.data import SolutionStyle  # a field is named `data`: data.SolutionStyle would read as it
+from mathlite.stage import Stage
 
 
 @dataclass
@@ -144,9 +144,9 @@ def main(argv):
     metrics["seconds_eval_after"] = t_after["seconds"]
     runs.atomic_write_json(out / "config.json", runs.config_dict(cfg))
     runs.atomic_write_json(out / "metrics.json", metrics)
-    st.finish(cfg, seed=cfg.seed, metrics=metrics,
-                        data_fingerprint=data.fingerprint(train), eval_fingerprint=data.fingerprint(held_out),
-                        timings={k: v for k, v in metrics.items() if k.startswith("seconds")})
+    st.finish(cfg, seed=cfg.seed, metrics=metrics, data_fingerprint=data.fingerprint(train),
+              eval_fingerprint=data.fingerprint(held_out),
+              timings={k: v for k, v in metrics.items() if k.startswith("seconds")})
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the adapter is what later stages read
     before = metrics.get("greedy_before")
     print(f"[01] done in {t_train['seconds'] / 60:.1f} min of training: greedy "
