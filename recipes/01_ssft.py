@@ -27,6 +27,7 @@ from pathlib import Path
 # light imports only: a bad flag or path is reported in seconds (transformers/trl load after the checks)
 from mathlite import data, models, report, runs, sampling
 from mathlite.data import SolutionStyle  # a field is named `data`: data.SolutionStyle would read as it
+from mathlite.stage import Stage
 
 
 @dataclass
@@ -120,14 +121,13 @@ def main(argv):
 
     # every check passed: from here on the run writes to its folder. Imported here, not at the top:
     # they load transformers and trl (seconds), which --help and the checks above do not need
-    from mathlite import sft as sft_lib
-    from mathlite import trainer
+    from mathlite import generator, trainer
 
     if cfg.force and out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
     # unfinished (complete=False) until the end: a rerun resumes only with the same config
-    runs.write_manifest(out, cfg, complete=False, stage="ssft", seed=cfg.seed)
+    st = Stage(out, "ssft", {k: v for k, v in runs.config_dict(cfg).items() if k not in runs.LOCATION_KEYS})
+    st.begin(cfg, seed=cfg.seed)
     trainer.setup_runtime()
 
     model = models.load_model(cfg.model, quant=cfg.quant, for_training=True)
@@ -138,20 +138,19 @@ def main(argv):
             metrics["greedy_before"] = greedy_check(model, tok, held_out, cfg, "before")
     metrics["seconds_eval_before"] = t_before["seconds"]
 
-    sft = sft_trainer(cfg, model, tok, records, out / "checkpoints")
     with runs.timer() as t_train:
-        result = sft_lib.train_or_resume(sft, out / "checkpoints", "[01]")
-        metrics.update({k: v for k, v in (result or {}).items() if isinstance(v, (int, float))})
+        sft, result = generator.train_generator(
+            model, tok, records, out / "checkpoints", tag="[01]", label="SSFT", lr=cfg.lr, batch_size=cfg.batch_size,
+            grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, epochs=cfg.epochs, seed=cfg.seed,
+            save_steps=cfg.save_steps, log_steps=cfg.log_steps, max_length=cfg.max_length,
+            peft_config=models.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
+            group_by_length=cfg.group_by_length)
+        metrics.update({k: v for k, v in result.items() if isinstance(v, (int, float))})
     metrics["seconds_train"] = t_train["seconds"]
     metrics["steps"] = sft.state.global_step
     metrics["tokens_seen"] = int(sft.state.num_input_tokens_seen or 0)
-
-    # save the adapter atomically: a crash leaves either no adapter/ or a complete one
-    tmp = out / "adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    sft.model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    runs.publish_dir(tmp, out / "adapter")
+    # the adapter is written in full beside its place, then renamed: no adapter/ or a complete one
+    st.publish(generator.save(sft.model, tok, st.work_dir("adapter")), "adapter")
 
     with runs.timer() as t_after:
         if held_out:
@@ -163,9 +162,9 @@ def main(argv):
     metrics["seconds_eval_after"] = t_after["seconds"]
     runs.atomic_write_json(out / "config.json", runs.config_dict(cfg))
     runs.atomic_write_json(out / "metrics.json", metrics)
-    runs.write_manifest(out, cfg, complete=True, stage="ssft", seed=cfg.seed, metrics=metrics,
-                        data_fingerprint=data.fingerprint(train), eval_fingerprint=data.fingerprint(held_out),
-                        timings={k: v for k, v in metrics.items() if k.startswith("seconds")})
+    st.finish(cfg, seed=cfg.seed, metrics=metrics, data_fingerprint=data.fingerprint(train),
+              eval_fingerprint=data.fingerprint(held_out),
+              timings={k: v for k, v in metrics.items() if k.startswith("seconds")})
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the adapter is what later stages read
     before = metrics.get("greedy_before")
     print(f"[01] done in {t_train['seconds'] / 60:.1f} min of training: greedy "

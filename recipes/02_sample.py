@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Literal
 
 # light imports only: a bad flag or path is reported in seconds (transformers loads after the checks)
-from mathlite import data, models, runs, samples, sampling
+from mathlite import data, generator, models, runs, samples, sampling
+from mathlite.stage import Stage
 
 
 @dataclass
@@ -77,32 +78,6 @@ def resolve(cfg: Config) -> tuple[str, str | None, str, Path]:
     return model, adapter, dataset, out
 
 
-def load_tokenizer(model_name: str):
-    with runs.as_user_error(f"{model_name}: cannot load its tokenizer; pass --model a model folder or hub id",
-                            OSError, ValueError):
-        return models.load_tokenizer(model_name)
-
-
-def load_generator(model_name: str, adapter: str | None):
-    tok = load_tokenizer(model_name)
-    model = models.load_model(model_name, quant="auto")
-    model_id = model_name
-    if adapter:
-        try:
-            model = models.load_adapter(model, adapter)
-        except models.ModelNotFound as e:
-            made_for = runs.read_json(Path(adapter) / "adapter_config.json").get("base_model_name_or_path")
-            raise runs.UserError(f"{e}; pass " + (f"--model {made_for}" if made_for else "the --model it was made for")
-                                 + " or another --adapter") from None
-        model_id = str(samples.ModelId(model_name, sampling.adapter_fingerprint(adapter)))
-        if not models.gpu_path():
-            # bf16 on CPU: folding LoRA into the weights removes its extra matmuls from every decode step
-            model = model.merge_and_unload()
-    model.eval()
-    models.speed_up_frozen_generate(model)
-    return model, tok, model_id
-
-
 def check_existing(out: Path, splits, scfg: sampling.SamplingConfig) -> None:
     """Refuse, before any model loads, to add samples to files made with other sampling numbers.
     (The sampler checks the full config, model and prompt included, once the model is loaded.)"""
@@ -144,11 +119,11 @@ def main(argv):
 
     trainer.setup_runtime()
     if use_vllm:  # vLLM loads the weights itself, with the LoRA adapter served on top
-        tok = load_tokenizer(model_name)
+        tok = generator.load_tokenizer(model_name)
         model = models.resolve_model(model_name)
         model_id = str(samples.ModelId(model_name, sampling.adapter_fingerprint(adapter) if adapter else None))
     else:
-        model, tok, model_id = load_generator(model_name, adapter)
+        model, tok, model_id = generator.load_generator(model_name, adapter)
     shots = f", {cfg.fewshot}-shot ({cfg.fewshot_style})" if cfg.fewshot else ""
     print(f"[02] {model_id}{' (vLLM)' if use_vllm else ''}{shots} -> {out}")
 
@@ -166,9 +141,11 @@ def main(argv):
     if use_vllm:
         sampling.free_vllm()
     runs.atomic_write_json(out / "summary.json", summaries)
-    runs.write_manifest(out, cfg, complete=True, stage="samples", model=model_id, adapter=adapter, data=dataset,
-                        data_fingerprint={s: data.fingerprint(ps) for s, ps in problems.items()},
-                        timings={s: v.get("seconds") for s, v in summaries.items()})
+    fingerprints = {s: data.fingerprint(ps) for s, ps in problems.items()}
+    Stage(out, "samples", {"model": model_id, "sampling": dataclasses.asdict(scfg), "problems": fingerprints,
+                           "fewshot": [cfg.fewshot, cfg.fewshot_style] if cfg.fewshot else None}).finish(
+        cfg, model=model_id, adapter=adapter, data=dataset, data_fingerprint=fingerprints,
+        timings={s: v.get("seconds") for s, v in summaries.items()})
 
 
 if __name__ == "__main__":

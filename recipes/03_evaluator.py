@@ -28,6 +28,7 @@ from rich.table import Table
 from mathlite import evaluator, models, report, runs, sampling, select
 from mathlite import samples as sample_store
 from mathlite.clusters import cluster_answers
+from mathlite.stage import Stage
 
 
 @dataclass
@@ -106,8 +107,8 @@ def main(argv):
     from mathlite import trainer  # here, not at the top: it loads transformers (seconds), after the checks
 
     trainer.setup_runtime()
-    work = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(work, ignore_errors=True)
+    st = Stage(out, "evaluator", {k: v for k, v in runs.config_dict(cfg).items() if k not in runs.LOCATION_KEYS})
+    work = st.work_dir()
     with runs.timer() as t:
         ev = evaluator.train_evaluator(
             base, train_rows, kind=cfg.kind, loss=cfg.loss, init_adapter=init, out_dir=work, lr=cfg.lr,
@@ -135,10 +136,10 @@ def main(argv):
                "train_examples": len(train_rows), "seconds_train": round(t["seconds"], 1),
                "solutions_scored": ev.n_scored, "tokens_scored": ev.tokens_scored}
     runs.atomic_write_json(work / "metrics.json", metrics)
-    runs.write_manifest(work, cfg, complete=True, stage="evaluator", base=base, init=init, metrics=metrics,
-                        samples=str(samples), timings={"train": round(t["seconds"], 1)})
+    st.finish(cfg, work=work, base=base, init=init, metrics=metrics, samples=str(samples),
+              timings={"train": round(t["seconds"], 1)})
     shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the Trainer's output_dir; nothing is saved there
-    runs.publish_dir(work, out)
+    st.publish(work)
     table = Table(title=f"evaluator ({cfg.kind}, {cfg.loss}) on {len(val_ids)} validation problems")
     for col in ("AUC", "accuracy", "Maj1@N", "RR.All@N", "train time"):
         table.add_column(col, justify="right")

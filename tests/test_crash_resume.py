@@ -149,7 +149,7 @@ def test_01_killed_twice_resumes_from_checkpoints(tmp_path):
     done = runs.stage_done(ssft)
     assert done and done["stage"] == "ssft" and done["metrics"]["steps"] == 3 == done["config"]["max_steps"]
     assert json.loads((ssft / "metrics.json").read_text())["steps"] == 3
-    assert not (ssft / "checkpoints").exists() and not (ssft / "adapter.tmp").exists()
+    assert not (ssft / "checkpoints").exists() and not (ssft / ".adapter.tmp").exists()
     assert not [p for p in ssft.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
 
     with one_thread():

@@ -1,5 +1,5 @@
 """The package's import structure: no circle, the library never imports the command-line layer,
-errors at the bottom, and no recipe loads another recipe."""
+errors at the bottom, every recipe step is a Stage, and no recipe loads another recipe."""
 
 import ast
 from pathlib import Path
@@ -57,10 +57,26 @@ def test_layers():
     assert g["synthetic"] & {"data"} == set() and g["problem"] <= {"errors", "answers"}
 
 
-def test_no_recipe_loads_another_recipe_except_05():
-    """Recipes share code through mathlite, not through each other (05 still drives 02 and 04)."""
-    for path in sorted((REPO / "recipes").glob("*.py")):
+def test_no_recipe_loads_another_recipe():
+    """Recipes share code through mathlite, not through each other: no recipe loads a file by path,
+    touches sys.path, or names another recipe's file in an import."""
+    recipes = sorted((REPO / "recipes").glob("*.py"))
+    for path in recipes:
         text = path.read_text()
-        loads = "spec_from_file_location" in text or "sys.path" in text
-        assert not loads or path.name == "05_multitask.py", path.name
+        assert "spec_from_file_location" not in text and "importlib" not in text, path.name
         assert "sys.path" not in text, path.name
+        imported = {a.name for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module or "" for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom)}
+        assert not imported & {p.stem for p in recipes}, path.name
+
+
+def test_the_stage_layer():
+    """mathlite.stage sits on files and errors only, and every recipe step goes through it."""
+    g = graph()
+    assert g["stage"] <= {"files", "errors"}
+    for name in ("01_ssft.py", "02_sample.py", "03_evaluator.py", "04_rerank.py", "05_multitask.py"):
+        text = (REPO / "recipes" / name).read_text()
+        assert "write_manifest" not in text and "stage_key" not in text, name
+        # a Stage of its own, or the library's report step (mathlite.rerank writes the report's Stage)
+        assert "Stage(" in text or "rerank.rerank(" in text, name
+    assert "Stage(" in (PACKAGE / "rerank.py").read_text()

@@ -111,6 +111,23 @@ def test_multitask_smoke_end_to_end_and_resume(smoke_run, multitask):
     assert shapes["ssft"] == shapes["multitask"] == shapes["control"]
     assert set(shapes["ssft"].values()) == {(True, 2)}
 
+    # paired per problem: each (multitask vs ssft / control, method) count recomputed from the choices files
+    from mathlite import metrics, samples
+
+    chosen = {label: {c["id"]: c["correct"] for c in samples.load_choices(multitask / "report" / label /
+                                                                          "choices-test.jsonl")}
+              for label in ("ssft", "multitask", "control")}
+    paired = json.loads((multitask / "comparison.json").read_text())["paired"]
+    assert {(c["method"], c["baseline"]) for c in paired} == {
+        (f"multitask:{m}", f"{b}:{m}") for b in ("ssft", "control") for m in cols["multitask"]}
+    for c in paired:
+        (a, m), (b, _) = c["method"].split(":"), c["baseline"].split(":")
+        right = [(chosen[a][pid][m], chosen[b][pid][m]) for pid in chosen[a]]
+        wins, losses = sum(x and not y for x, y in right), sum(y and not x for x, y in right)
+        assert (c["wins"], c["losses"], c["ties"]) == (wins, losses, 4 - wins - losses)
+        assert c["p_value"] == metrics.sign_test(wins, losses) and c["ci_low"] <= c["diff"] <= c["ci_high"]
+    assert "## Which claims held here" in text and "The multi-task generator beats the SSFT generator at Maj1@N" in text
+
     # a rerun skips every finished stage (no training, no sampling: no stage folder is rewritten)
     # and rebuilds the same table
     stages = ("stage1_evaluator", "stage2_generator", "control_generator", "samples-multitask", "samples-control")

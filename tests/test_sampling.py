@@ -427,14 +427,14 @@ def test_recipe02_hands_the_model_name_to_vllm_when_usable(tmp_path, monkeypatch
 
     monkeypatch.setattr(sampling, "sample_problems", fake_sample)
     monkeypatch.setattr(sampling, "vllm_usable", lambda: True)
-    monkeypatch.setattr(recipe, "load_generator", lambda *a: pytest.fail("vLLM path must not load the model"))
+    monkeypatch.setattr(recipe.generator, "load_generator", lambda *a: pytest.fail("vLLM path must not load the model"))
     args = ["--adapter", "none", "--data", "synthetic", "--train_problems", "2", "--test_problems", "2", "--n", "2",
             "--run", str(tmp_path / "run")]
     recipe.main(args)
     assert calls and all(isinstance(m, str) and b == "vllm" for m, b, _ in calls)
     assert calls[0][2] == models.OFFLINE_MODEL and Path(calls[0][0]).exists()
     calls.clear()
-    monkeypatch.setattr(recipe, "load_generator", lambda *a: ("LOADED", models.load_tokenizer(models.OFFLINE_MODEL), "id"))
+    monkeypatch.setattr(recipe.generator, "load_generator", lambda *a: ("LOADED", models.load_tokenizer(models.OFFLINE_MODEL), "id"))
     recipe.main(args + ["--backend", "hf"])
     assert calls and all(m == "LOADED" and b == "hf" for m, b, _ in calls)
     monkeypatch.setattr(sampling, "vllm_usable", lambda: False)
@@ -544,12 +544,8 @@ def test_end_of_turn_is_a_stop_token_of_the_hf_loop():
 
 
 def test_recipe05_refuses_mixed_or_unavailable_backends(tmp_path, monkeypatch):
-    import importlib.util
+    from mathlite import multitask as recipe  # recipe 05's steps
 
-    spec = importlib.util.spec_from_file_location("recipe05_backend", REPO / "recipes" / "05_multitask.py")
-    recipe = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, recipe)
-    spec.loader.exec_module(recipe)
     f = tmp_path / "samples-test.jsonl"
     assert recipe.sampling_backend(f, {"backends": ["hf"]}) == "hf"
     with pytest.raises(UserError, match="partly with each"):
