@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from . import models
+
 
 def peak_memory_gib() -> float:
     """Peak GPU memory when on CUDA, else this process's peak resident memory."""
@@ -264,7 +266,8 @@ def lean_sft_trainer_class():
             # evaluation with logits, and CUDA: TRL's own path. On CUDA TRL's fused head is a Triton kernel
             # that already skips unlabelled positions and never holds the [tokens, vocab] logits, which for
             # a 150k vocabulary at 8 x 1024 tokens would be ~5 GB in fp32; the lean loss is for the CPU
-            if return_outputs or not self.model.training or inputs["input_ids"].is_cuda:
+            # MATHLITE_GPU_PATH=1 rehearses the GPU presets on CPU, so it takes TRL's path too
+            if return_outputs or not self.model.training or inputs["input_ids"].is_cuda or models.gpu_path():
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             step = self.state.global_step + 1
             log_now = self.args.logging_steps and step % max(1, int(self.args.logging_steps)) == 0
