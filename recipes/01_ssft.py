@@ -174,6 +174,7 @@ def main(argv):
     # save the adapter atomically: a crash leaves either no adapter/ or a complete one
     tmp = out / "adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    models.stable_adapter_config(sft.model)
     sft.model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     runs.publish_dir(tmp, out / "adapter")

@@ -212,6 +212,7 @@ def finish_stage(out: Path, cfg, key: dict, **extra) -> dict:
 def save_adapter(model, tok, out: Path, extra_files: dict | None = None) -> None:
     """Adapter + tokenizer in the stage folder itself (so PeftModel.from_pretrained(<stage folder>) loads
     it), extra JSON files last. The manifest, written after this, is what marks the stage complete."""
+    models.stable_adapter_config(model)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     for name, obj in (extra_files or {}).items():
