@@ -50,6 +50,8 @@ def scores_for(records, problems_by_id, evaluator_dir: Path, cache: Path, batch_
     from mathlite.evaluator import Evaluator
 
     stamp = runs.read_json(evaluator_dir / "evaluator.json")
+    if isinstance(stamp, dict):  # where the evaluator's init adapter was is no part of its weights
+        stamp = {k: v for k, v in stamp.items() if k != "init_adapter"}
     fingerprint = runs.config_hash({"evaluator": stamp, "adapter": sampling.adapter_fingerprint(evaluator_dir)})
     if cache.exists():
         try:
