@@ -44,7 +44,8 @@ def comparable(path: Path, run: Path):
 
 
 def differences(first: Path, second: Path) -> list[str]:
-    """Files of `second` that are missing from `first` or differ from it there."""
+    """Files of `second` that are missing from `first` or differ from it there (for a JSON object:
+    which top-level keys differ)."""
     out = []
     for f in sorted(p for p in second.rglob("*") if p.is_file()):
         rel = f.relative_to(second).as_posix()
@@ -53,8 +54,11 @@ def differences(first: Path, second: Path) -> list[str]:
         other = first / rel
         if not other.exists():
             out.append(f"{rel}: only in the second run")
-        elif comparable(f, second) != comparable(other, first):
-            out.append(rel)
+            continue
+        a, b = comparable(other, first), comparable(f, second)
+        if a != b:
+            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) if isinstance(a, dict) and isinstance(b, dict) else []
+            out.append(f"{rel} ({', '.join(keys)})" if keys else rel)
     return out
 
 
@@ -65,6 +69,8 @@ def test_comparison_sees_a_changed_sample_and_ignores_timings(tmp_path):
         (run / "samples" / "s.jsonl").write_text(json.dumps({"id": "p", "text": text}) + "\n")
         (run / "metrics.json").write_text(json.dumps({"acc": 0.5, "seconds_train": seconds, "out": f"{run}/x"}))
     assert differences(a, b) == ["samples/s.jsonl"]
+    (b / "metrics.json").write_text(json.dumps({"acc": 0.75, "seconds_train": 2.0, "out": f"{b}/x"}))
+    assert differences(a, b) == ["metrics.json (acc)", "samples/s.jsonl"]
 
 
 def test_smoke_chain_twice_gives_the_same_files(smoke_run, tmp_path):
