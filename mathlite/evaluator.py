@@ -514,6 +514,7 @@ class Evaluator:
         a complete save."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        models.stable_adapter_config(self.model)
         self.model.save_pretrained(str(directory))
         self.tokenizer.save_pretrained(str(directory))
         if self.history:

@@ -109,10 +109,13 @@ def machine() -> dict[str, Any]:
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip() or None
+        here = Path(__file__).resolve().parent
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=here).stdout.strip() or None
+        # uncommitted changes to tracked files: the commit alone does not say which code ran
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=here).stdout.strip()
+        return f"{head}+dirty" if head and dirty else head
     except Exception:
         return None
 

@@ -58,6 +58,7 @@ def train_generator(model, tok, records: list[dict], checkpoints: Path, *, tag: 
 
 def save(model, tok, work: Path, extra_json: dict | None = None) -> Path:
     """Adapter + tokenizer (+ extra JSON files) into the folder `work` (PeftModel.from_pretrained loads it)."""
+    models.stable_adapter_config(model)  # the same adapter_config.json on every run
     model.save_pretrained(work)
     tok.save_pretrained(work)
     for name, obj in (extra_json or {}).items():

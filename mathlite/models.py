@@ -249,6 +249,16 @@ def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, task: str =
     )
 
 
+def stable_adapter_config(model) -> None:
+    """peft keeps a resolved target_modules ("all-linear") as a set, and saves it as a list in the
+    set's order, which follows Python's per-process string hashing: adapter_config.json then changes
+    from run to run. Sorted lists save the same file every time (and mean the same to peft)."""
+    for config in getattr(model, "peft_config", {}).values():
+        for key, value in vars(config).items():
+            if isinstance(value, (set, frozenset)):
+                setattr(config, key, sorted(value))
+
+
 def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
     """Base model + a saved LoRA adapter, with a clear error for a missing or mismatched adapter."""
     from peft import PeftModel

@@ -21,6 +21,8 @@ def evaluator_scores(store: samples.SampleSet, evaluator_dir: Path, cache: Path,
     from .evaluator import Evaluator  # transformers and peft: only when something is to be scored
 
     stamp = files.read_json(evaluator_dir / "evaluator.json")
+    if isinstance(stamp, dict):  # where the evaluator's init adapter was is no part of its weights
+        stamp = {k: v for k, v in stamp.items() if k != "init_adapter"}
     fingerprint = files.config_hash({"evaluator": stamp, "adapter": sampling.adapter_fingerprint(evaluator_dir)})
     todo = store.all_samples()
     if cache.exists():

@@ -200,6 +200,7 @@ def setup_runtime() -> None:
         # on a CPU shared with other busy processes, 1 thread was measured ~20x faster than 2 (no spin-waits)
         n = int(os.environ.get("MATHLITE_THREADS", n))
         torch.set_num_threads(max(1, n))
+    deterministic_runtime()
     quiet_libraries()
 
 
@@ -287,3 +288,16 @@ def lean_sft_trainer_class():
             return loss
 
     return LeanSFTTrainer
+
+
+def deterministic_runtime() -> None:
+    """Same command, same numbers. On CPU torch's kernels were measured repeatable at a fixed thread
+    count (even with other processes competing for the cores), so nothing changes there. On CUDA,
+    cuBLAS split-K and atomic-add kernels are not: ask for the deterministic ones (a warning, not an
+    error, where torch has none) and for the cuBLAS workspace they need; no cuDNN autotuning."""
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # no NaN fill of every empty tensor
