@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset
+from transformers import set_seed
 from trl import SFTConfig, SFTTrainer  # noqa: F401  (the type sft_trainer returns)
 
 from . import models, trainer
@@ -41,6 +42,9 @@ def sft_trainer(model, tok, records: list[dict], checkpoints: str | Path, *, lab
         # SDPA, whose CPU backward dominated (bench/bench_throughput.py); generation goes back to SDPA
         model.set_attn_implementation("eager")
     if peft_config is not None:
+        # the new adapter's LoRA A matrices are drawn here, before the Trainer seeds anything: seed them, or
+        # every process starts from other weights (torch's initial seed differs from process to process)
+        set_seed(seed)
         model, peft_config = trainer.sft_model(model, peft_config)
     sft = trainer.lean_sft_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(records),
                                            processing_class=tok, peft_config=peft_config,
