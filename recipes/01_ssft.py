@@ -9,9 +9,9 @@ before and after training, so you can see that it learned.
     python recipes/01_ssft.py --preset smoke        # < 60 s on CPU; what the tests run
     python recipes/01_ssft.py --style both --lora_r 64 --run runs/both
 
-Needs: cpu preset 9.5 min on 2 CPU cores (measured with the previous trainer: 7.3 min of training + two
-1-min greedy checks; 135M model, synthetic levels 1-3; greedy 6.7% -> 30.0% on 60 held-out problems;
-training now does several times the tokens per CPU-second, bench/results/throughput.json);
+Needs: cpu preset 4.6 min on 2 CPU cores (measured: 3.2 min of training, 120 steps x batch 8 at ~600 tok/s,
+plus two greedy checks; 135M model, synthetic levels 1-3; greedy 10.0% -> 30.0% on 60 held-out problems;
+bench/results/cpu_chain/ssft/metrics.json);
 t4 ~1.5B model in 4-bit, ~10 GB (estimate); a100 7B model in 4-bit: 5.2 GiB of weights (README, GPU memory)
 plus activations and logits, not measured yet.
 Writes runs/<preset>/ssft/: adapter/ (PeftModel.from_pretrained loads it), config.json,
@@ -44,7 +44,7 @@ class Config:
     lora_dropout: float = 0.05  # cpu preset: 0 (drawing the dropout masks was ~10% of a CPU step)
     lr: float = 2e-4  # LoRA tolerates a high lr; 1e-4..3e-4 is the usual range
     epochs: float = 1.0
-    max_steps: int = 52  # > 0 overrides epochs; 52 steps x batch 8: 7.3 min on 2 CPU cores (cpu preset)
+    max_steps: int = 52  # > 0 overrides epochs (cpu preset: 120 steps x batch 8, 3.2 min on 2 CPU cores)
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int = 512  # prompt + solution tokens; longer examples are truncated
