@@ -4,6 +4,7 @@ free), compute every selection method of the paper with its paired tests, and wr
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,10 @@ def rerank(path: Path, evaluator_dir: Path | None, out: Path, settings: Settings
     files_ = report.write_report(out, comp.stats, curves=comp.curves, breakdowns=comp.breakdowns, meta=meta,
                                  paired=comp.paired, scorers=comp.scorers,
                                  choices=report.choice_records(rows, comp.chosen))
-    Stage(out, "report", {"samples": str(path), "evaluator": meta["evaluator"], **comp.settings}).finish(
+    # the key names the inputs by content, not by where they lie: the same samples and evaluator in another
+    # run folder give the same manifest
+    key = {"samples": hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16],
+           "evaluator": sampling.adapter_fingerprint(evaluator_dir) if evaluator_dir else None, **comp.settings}
+    Stage(out, "report", key).finish(
         cfg, files={k: str(v) for k, v in files_.items()})
     return meta, comp, files_
