@@ -18,6 +18,26 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RECIPES = REPO / "recipes"
 
 
+def offline_model(**load_kwargs):
+    """(model, tokenizer) of the offline 135M model for a module-scoped fixture, on one intra-op thread
+    while the module runs: on a box whose 2 cores are shared with other jobs, OpenMP's barriers made 2
+    threads ~20x slower than 1 (measured); alone it costs ~1.5x. A child process of a test uses 1 thread
+    too, so both compute the same bits. Skips when the offline model is not installed."""
+    import torch
+
+    from mathlite import models
+
+    try:
+        tok = models.load_tokenizer(models.OFFLINE_MODEL)
+        model = models.load_model(models.OFFLINE_MODEL, **load_kwargs)
+    except models.ModelNotFound as e:
+        pytest.skip(str(e))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield model, tok
+    torch.set_num_threads(threads)
+
+
 @functools.lru_cache(maxsize=None)
 def load_script(relpath: str):
     """A script of the repository (`recipes/01_ssft.py`, `bench/gpu_bench.py`) as a module, without

@@ -4,29 +4,16 @@ mask; bf16 LoRA on a bf16 base; and the trainer built by recipes/01 logs its met
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import load_recipe, offline_model
 from mathlite import models, trainer
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def smol():
-    try:
-        tok = models.load_tokenizer(models.OFFLINE_MODEL)
-        model = models.load_model(models.OFFLINE_MODEL, quant="none", for_training=True)
-    except models.ModelNotFound as e:
-        pytest.skip(str(e))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield model, tok
-    torch.set_num_threads(threads)
+    yield from offline_model(quant="none", for_training=True)
 
 
 def _batch(tok):
@@ -75,10 +62,7 @@ def test_lean_loss_equals_the_models_own_loss(smol):
 @pytest.mark.slow
 def test_recipe_trainer_trains_and_logs(smol, tmp_path):
     model, tok = smol
-    spec = importlib.util.spec_from_file_location("recipe_01_ssft_test", REPO / "recipes" / "01_ssft.py")
-    r01 = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = r01
-    spec.loader.exec_module(r01)
+    r01 = load_recipe("01_ssft")
     cfg = r01.Config(**{**r01.PRESETS["smoke"], **r01.PRESETS["cpu"]})
     cfg.max_steps, cfg.log_steps = 2, 1
     from mathlite import data

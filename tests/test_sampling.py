@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import load_recipe
+from conftest import load_recipe, offline_model
 
 from mathlite import models, sampling
 from mathlite.data import Problem
@@ -320,18 +320,7 @@ def test_top_p_distribution():
 
 @pytest.fixture(scope="module")
 def smol():
-    try:
-        tok = models.load_tokenizer(models.OFFLINE_MODEL)
-        model = models.load_model(models.OFFLINE_MODEL)
-    except models.ModelNotFound as e:
-        pytest.skip(str(e))
-    # One intra-op thread: on a box whose 2 cores are shared with other jobs, OpenMP's
-    # barriers made 2 threads ~20x slower than 1 (measured); alone it costs ~1.5x.
-    # The kill test's child process uses 1 thread too, so both compute the same bits.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield model, tok
-    torch.set_num_threads(threads)
+    yield from offline_model()  # one intra-op thread, as the kill test's child process uses
 
 
 def _synthetic(n, seed):
