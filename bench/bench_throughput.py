@@ -293,6 +293,11 @@ def _baseline_engine_class():
     from mathlite import sampling
 
     class BaselineEngine(sampling.HFEngine):
+        def run(self, units, on_step=None):  # as before: the model's own attention and a DynamicCache
+            self._two_level = False
+            with sampling.generation_mode(self.model), torch.inference_mode():
+                return self._decode(units, on_step)
+
         def _decode(self, units, on_step):
             cfg, T = self.cfg, self.cfg.max_new_tokens
             index: dict = {}
@@ -383,13 +388,13 @@ def bench_sampling(args, roof: float | None) -> dict:
     params = sum(p.numel() for p in model.parameters())
     problems = synthetic.generate(args.sample_problems, seed=0)
     out: dict = {"config": {"problems": len(problems), "max_new_tokens": args.max_new_tokens,
-                            "batch_size": args.sample_batch, "temperature": 0.9, "top_p": 0.95,
+                            "batch_size": args.sample_batch, "batch_size_before": args.sample_batch_before, "temperature": 0.9, "top_p": 0.95,
                             "greedy_row": True}, "params": params}
     Baseline = _baseline_engine_class()
     for n in args.sample_n:
         cfg = sampling.SamplingConfig(n=n, max_new_tokens=args.max_new_tokens, temperature=0.9, top_p=0.95, seed=0)
         ids = {p.id: sampling._encode(tok, sampling._prompt_fn(tok, None, ())(p)) for p in problems}
-        batches = sampling.plan_batches(problems, ids, cfg, args.sample_batch)
+        batch_of = {"engine_now": args.sample_batch, "engine_before": args.sample_batch_before}
         runs: dict = {}
         texts: dict = {}
         for rep in range(args.repeats):
@@ -400,9 +405,9 @@ def bench_sampling(args, roof: float | None) -> dict:
                     if variant == "naive_generate":
                         tokens = _naive_generate(model, tok, [ids[p.id] for p in problems], n, cfg)
                     else:
-                        eng = (sampling.HFEngine if variant == "engine_now" else Baseline)(model, tok, cfg,
-                                                                                            batch_size=args.sample_batch)
-                        gens = [g for b in batches for g in eng.run(b)]
+                        bs = batch_of[variant]  # each engine at its own default batch size
+                        eng = (sampling.HFEngine if variant == "engine_now" else Baseline)(model, tok, cfg, batch_size=bs)
+                        gens = [g for b in sampling.plan_batches(problems, ids, cfg, bs) for g in eng.run(b)]
                         tokens = sum(g.tokens for g in gens)
                         texts.setdefault(variant, [g.text for g in gens])
                 res = rate(tokens, c.wall, c.cpu, 2 * params, roof)
@@ -645,9 +650,10 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--sft-steps", type=int, default=6)
     ap.add_argument("--sft-problems", type=int, default=400)
-    ap.add_argument("--sample-problems", type=int, default=8)
+    ap.add_argument("--sample-problems", type=int, default=16)
     ap.add_argument("--sample-n", default="8,16")
-    ap.add_argument("--sample-batch", type=int, default=72, help="02's batch_size")
+    ap.add_argument("--sample-batch", type=int, default=136, help="02's batch_size now (cpu preset)")
+    ap.add_argument("--sample-batch-before", type=int, default=72, help="02's batch_size before")
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--score-n", type=int, default=96)
     ap.add_argument("--score-batch", type=int, default=16, help="04's batch_size")

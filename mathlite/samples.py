@@ -170,6 +170,60 @@ def output_paths(out: str | Path) -> OutputPaths:
     return OutputPaths(out, out.with_name(stem + ".problems.jsonl"), out.with_name(stem + ".meta.json"))
 
 
+# ---------------------------------------------------------------------------- hidden-state features
+
+
+def features_dir(samples_path: str | Path) -> Path:
+    """samples-test.jsonl -> samples-test.features/: the sampling model's hidden states behind each
+    sample (HF engine with features on), one safetensors file per batch of the sampling plan."""
+    p = Path(samples_path)
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(stem + ".features")
+
+
+def feature_chunk(samples_path: str | Path, batch_index: int) -> Path:
+    return features_dir(samples_path) / f"batch-{batch_index:05d}.safetensors"
+
+
+def write_feature_chunk(samples_path: str | Path, batch_index: int, keys: list[tuple[str, int]], x) -> Path:
+    """One batch's features: `x` (rows, 2, hidden) for the (id, k) `keys`, written atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = feature_chunk(samples_path, batch_index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"x": x.to(torch.float16).contiguous()}, str(tmp), metadata={"keys": json.dumps([list(k) for k in keys])})
+    os.replace(tmp, path)
+    return path
+
+
+def load_features(samples_path: str | Path) -> dict[tuple[str, int], Any]:
+    """{(id, k): float32 array (2, hidden)} from the features folder next to `samples_path`.
+    Raises UserError naming the folder when it is missing or a file in it is unreadable."""
+    import numpy as np
+    from safetensors import safe_open
+
+    folder = features_dir(samples_path)
+    files = sorted(folder.glob("batch-*.safetensors")) if folder.is_dir() else []
+    if not files:
+        raise UserError(f"{folder}: no hidden-state features; sample with the transformers engine and features on "
+                        "(recipes/02_sample.py --features true)")
+    out: dict[tuple[str, int], Any] = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="np") as fh:
+                keys = json.loads(fh.metadata()["keys"])
+                x = fh.get_tensor("x").astype(np.float32)
+        except Exception as e:  # a torn or foreign file
+            raise UserError(f"{f}: not a features file ({type(e).__name__}: {e})") from None
+        if len(keys) != len(x):
+            raise UserError(f"{f}: {len(keys)} keys for {len(x)} rows")
+        for (i, k), row in zip(keys, x):
+            out[(i, int(k))] = row
+    return out
+
+
 # ---------------------------------------------------------------------------- JSONL
 
 

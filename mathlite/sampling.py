@@ -106,7 +106,7 @@ from .errors import UserError
 from .files import atomic_write_json, config_hash, machine, versions
 from .samples import FINISH_REASONS, RECORD_FIELDS, OutputPaths, output_paths, read_samples, validate_record  # noqa: F401
 from .samples import load_problems as read_problems
-from .samples import append_samples, scan_jsonl as _scan_jsonl, sync_problems as _sync_problems
+from .samples import append_samples, feature_chunk, write_feature_chunk, scan_jsonl as _scan_jsonl, sync_problems as _sync_problems
 
 SCHEMA_VERSION = 1
 
@@ -114,6 +114,8 @@ SCHEMA_VERSION = 1
 _TOP_K_STEPS = (64, 1024)
 # Compact the KV cache once this share of a batch's rows has finished.
 _COMPACT_FRACTION = 0.125
+# CPU decoding: new keys/values gathered this many steps before joining the contiguous cache.
+_RECENT = 16
 
 
 # ---------------------------------------------------------------------------- config
@@ -258,6 +260,7 @@ class Generation(NamedTuple):
     finish: str  # "eos" | "length"
     logprob_sum: float | None = None  # sum of the tokens' log-probs at temperature 1 (module docstring)
     token_ids: tuple[int, ...] = ()  # the generated tokens (HF engine; not written to the records)
+    features: torch.Tensor | None = None  # (2, hidden): mean hidden states behind the tokens (HFEngine(features=True))
 
 
 def end_of_turn_ids(tokenizer) -> set[int]:
@@ -332,6 +335,129 @@ def _sample_rows(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_
     return out
 
 
+# ---------------------------------------------------------------------------- decode attention
+
+_DECODE_ATTENTION = "mathlite_decode"
+
+
+def _dynamic_layer():
+    from transformers.cache_utils import DynamicLayer
+
+    return DynamicLayer
+
+
+class _Parts(NamedTuple):
+    """A layer's cached keys (or values) in two parts: `base`, contiguous, and the last few
+    steps' `recent` (a view into a small preallocated buffer)."""
+
+    base: torch.Tensor
+    recent: torch.Tensor
+
+
+class _TwoLevelLayer(_dynamic_layer()):
+    """One layer's KV cache for CPU decoding, without copying the whole cache every step.
+
+    A plain `DynamicCache` concatenates each new token onto the layer's keys and values:
+    a fresh copy of the whole cache per layer per step (about a quarter of a decode step on
+    2 CPU cores at 144 rows). Here new tokens go into a small buffer of `_RECENT` slots,
+    folded into the contiguous base once it is full: one copy per `_RECENT` steps.
+    Attention then runs on the two parts (`_decode_attention`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.base_k = self.base_v = self.rec_k = self.rec_v = None
+        self.r = 0
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, *args, **kwargs):
+        if self.base_k is None:  # the prefill: one contiguous block
+            self.base_k, self.base_v = k.contiguous(), v.contiguous()
+            b, h, _, d = k.shape
+            self.rec_k, self.rec_v = k.new_empty((b, h, _RECENT, d)), v.new_empty((b, h, _RECENT, d))
+            self.r, self.is_initialized = 0, True
+            return self.base_k, self.base_v
+        q = k.shape[-2]
+        if self.r + q > _RECENT:
+            self._fold()
+        self.rec_k[:, :, self.r : self.r + q] = k
+        self.rec_v[:, :, self.r : self.r + q] = v
+        self.r += q
+        return _Parts(self.base_k, self.rec_k[:, :, : self.r]), _Parts(self.base_v, self.rec_v[:, :, : self.r])
+
+    def _fold(self) -> None:
+        if self.r:
+            self.base_k = torch.cat([self.base_k, self.rec_k[:, :, : self.r]], dim=-2)
+            self.base_v = torch.cat([self.base_v, self.rec_v[:, :, : self.r]], dim=-2)
+            self.r = 0
+
+    def get_seq_length(self) -> int:
+        return 0 if self.base_k is None else self.base_k.shape[-2] + self.r
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def reorder_cache(self, rows: torch.Tensor) -> None:
+        if self.base_k is not None:
+            self._fold()
+            self.base_k, self.base_v = self.base_k.index_select(0, rows), self.base_v.index_select(0, rows)
+            self.rec_k, self.rec_v = self.rec_k.index_select(0, rows), self.rec_v.index_select(0, rows)
+
+
+def _decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
+    """Attention for one new token per row, on a `_TwoLevelLayer` cache, without copying
+    the cache per query head.
+
+    Grouped-query models (SmolLM2: 9 query heads on 3 key/value heads) otherwise expand
+    every cached key and value 3x at every step of every layer (eager's `repeat_kv`), or
+    run SDPA's CPU kernel on a 3-row query; here each key/value head meets its group of
+    query heads in one matmul per cache part. The prefill (several query tokens, plain
+    tensors) goes to PyTorch's SDPA unchanged.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if not isinstance(key, _Parts):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    b, hq, _, d = query.shape
+    hk = key.base.shape[1]
+    scale = scaling if scaling is not None else d ** -0.5
+    q = query.reshape(b, hk, hq // hk, d)  # a group's query heads share their key/value head
+    nb = key.base.shape[-2]
+    s = torch.cat([torch.matmul(q, key.base.transpose(-1, -2)), torch.matmul(q, key.recent.transpose(-1, -2))], dim=-1)
+    s = s.float() * scale  # (b, hk, group, kv_len)
+    if attention_mask is not None:  # (b, 1, 1, kv_len): bool (True = attend) or additive
+        s = s.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool else s + attention_mask
+    p = torch.softmax(s, dim=-1).to(value.base.dtype)
+    out = torch.matmul(p[..., :nb], value.base) + torch.matmul(p[..., nb:], value.recent)  # (b, hk, group, d)
+    return out.reshape(b, hq, 1, d).transpose(1, 2), None
+
+
+def _register_decode_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(_DECODE_ATTENTION, _decode_attention)
+    AttentionMaskInterface.register(_DECODE_ATTENTION, sdpa_mask)
+
+
+@contextmanager
+def decode_attention(lm):
+    """Use `_decode_attention` in `lm` (a transformers model) for the duration, on CPU only
+    (on a GPU, SDPA's fused kernels already handle one-token queries well)."""
+    cfg = getattr(lm, "config", None)
+    before = getattr(cfg, "_attn_implementation", None)
+    if models.has_cuda() or before not in ("eager", "sdpa"):
+        yield False
+        return
+    _register_decode_attention()
+    cfg._attn_implementation = _DECODE_ATTENTION
+    try:
+        yield True
+    finally:
+        cfg._attn_implementation = before
+
+
 @contextmanager
 def generation_mode(model):
     """eval() + the CPU speed fixes for the duration of a generation, then the model's own
@@ -361,9 +487,11 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, model, tokenizer, cfg: SamplingConfig, batch_size: int = 64, share_prefill: bool = True):
+    def __init__(self, model, tokenizer, cfg: SamplingConfig, batch_size: int = 64, share_prefill: bool = True,
+                 features: bool = False):
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
-        self.batch_size, self.share_prefill = batch_size, share_prefill
+        self.batch_size, self.share_prefill, self.features = batch_size, share_prefill, features
+        self._hidden: list[torch.Tensor] = []
         # LoRA layers live inside the base model, so calling it directly runs the adapter too
         self.lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.device = getattr(self.lm, "device", None) or next(self.lm.parameters()).device
@@ -379,21 +507,49 @@ class HFEngine:
         from transformers import DynamicCache
 
         try:
-            return DynamicCache(config=self.lm.config)
+            cache = DynamicCache(config=self.lm.config)
         except (TypeError, AttributeError):  # older transformers, or a model without a real config
-            return DynamicCache()
+            cache = DynamicCache()
+        if getattr(self, "_two_level", False):
+            cache.layers = [_TwoLevelLayer() for _ in range(self.lm.config.num_hidden_layers)]
+            cache.layer_class_to_replicate = None
+        return cache
 
     def _forward(self, ids, attn, pos, cache) -> torch.Tensor:
+        self._hidden.clear()
         out = self.lm(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1, **{self.cache_kw: cache})
         return out.logits[:, -1, :].float()
+
+    @contextmanager
+    def _capture(self):
+        """With `features`: keep the last position's output of a middle decoder layer and of the final
+        norm (the state the logits come from) at every forward pass, through forward hooks."""
+        if not self.features:
+            yield
+            return
+        inner = self.lm.get_decoder() if hasattr(self.lm, "get_decoder") else self.lm.model
+        mid = inner.layers[(2 * len(inner.layers)) // 3]
+
+        def keep(_m, _i, out):
+            h = out[0] if isinstance(out, tuple) else out
+            self._hidden.append(h[:, -1, :].float())
+
+        hooks = [mid.register_forward_hook(keep), inner.norm.register_forward_hook(keep)]
+        try:
+            yield
+        finally:
+            for h in hooks:
+                h.remove()
 
     def _stopped(self, toks: list[int]) -> bool:
         tail = self.tokenizer.decode(toks[-self.stop_window :], skip_special_tokens=True)
         return any(s in tail for s in self.stop)
 
     def run(self, units: Sequence[Unit], on_step: Callable[[int], None] | None = None) -> list[Generation]:
-        with generation_mode(self.model), torch.inference_mode():
-            return self._decode(units, on_step)
+        with generation_mode(self.model), decode_attention(self.lm) as two_level, torch.inference_mode():
+            self._two_level = two_level
+            with self._capture():
+                return self._decode(units, on_step)
 
     def _decode(self, units: Sequence[Unit], on_step) -> list[Generation]:
         cfg, dev, T = self.cfg, self.device, self.cfg.max_new_tokens
@@ -413,10 +569,13 @@ class HFEngine:
         pos = (attn.cumsum(-1) - 1).clamp_(min=0)
         cache = self._new_cache()
         logits = self._forward(ids, attn, pos, cache)
+        hidden = torch.stack(self._hidden, 1) if self.features else None  # (rows, 2, hidden)
         if len(prompts) < len(units):  # one prefill per prompt, copied to each of its rows
             rows = torch.tensor(row_prompt, device=dev)
             cache.reorder_cache(rows)
             logits, attn, pos = logits[rows], attn[rows], pos[rows]
+            hidden = hidden[rows] if hidden is not None else None
+        feat_sum = torch.zeros((len(units), 2, hidden.shape[-1]), dtype=torch.float64) if hidden is not None else None
         next_pos = pos[:, -1:] + 1
 
         # each row's random stream: one uniform number per step, from its unit's seed
@@ -443,6 +602,9 @@ class HFEngine:
                 nxt[s] = _sample_rows(logits[s], u_all[live_t[s], t], cfg.temperature, cfg.top_p)
             # log p(token) under the model's own softmax (temperature 1), from the logits at hand
             lp = (logits.gather(-1, nxt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)).clamp_(max=0.0).tolist()
+            if feat_sum is not None:  # the states these logits came from, for the rows still writing
+                act = [j for j in range(len(live)) if j not in done_in_batch]
+                feat_sum.index_add_(0, torch.tensor([live[j] for j in act]), hidden[act].double().cpu())
             for j, (r, tok) in enumerate(zip(live, nxt.tolist())):
                 if j in done_in_batch:
                     continue
@@ -463,14 +625,16 @@ class HFEngine:
                 live, done_in_batch = [live[j] for j in keep], set()
             attn = torch.cat([attn, attn.new_ones((len(live), 1))], dim=-1)
             logits = self._forward(nxt.unsqueeze(-1), attn, next_pos, cache)
+            hidden = torch.stack(self._hidden, 1) if self.features else None
             next_pos = next_pos + 1
 
         results = []
         for r, toks in enumerate(gen):
             body = toks[:-1] if toks and toks[-1] in self.eos else toks
             text, cut = _cut_at_stop(self.tokenizer.decode(body, skip_special_tokens=True), self.stop)
+            feats = (feat_sum[r] / max(len(toks), 1)).float() if feat_sum is not None else None
             results.append(Generation(text, len(toks), "eos" if finish[r] or cut else "length", float(lp_sum[r]),
-                                      tuple(toks)))
+                                      tuple(toks), feats))
         return results
 
 
@@ -701,21 +865,27 @@ class _Progress:
             self.bar.stop()
 
 
-def _run_batches(engine, batches: list[list[Unit]], done: set, by_id: dict, sink: Callable[[list[dict]], None], progress: _Progress) -> int:
+def _run_batches(engine, batches: list[list[Unit]], done: set, by_id: dict, sink: Callable[[list[dict]], None], progress: _Progress,
+                 features_to: Path | None = None) -> int:
     """Generate, grade and hand each batch's new records to `sink`; returns tokens generated.
 
     A batch with some units already done (a kill cut its write short) is generated
     whole again, not just its missing units: same batch, same numerics, same samples.
+    With `features_to` (a samples path), each batch's hidden-state features are written
+    next to it (samples.write_feature_chunk); a done batch without its features file is
+    generated again for them (its samples, already written, are not written twice).
     """
     tokens = 0
-    for batch in batches:
-        if all(u.key in done for u in batch):
+    for i, batch in enumerate(batches):
+        if all(u.key in done for u in batch) and (features_to is None or feature_chunk(features_to, i).exists()):
             continue
         gens = engine.run(batch, on_step=progress.step)
+        if features_to is not None:
+            write_feature_chunk(features_to, i, [u.key for u in batch], torch.stack([g.features for g in gens]))
         tokens += sum(g.tokens for g in gens)
         recs = [_record(by_id[u.key[0]], u.key[1], g) for u, g in zip(batch, gens) if u.key not in done]
         sink(recs)
-        progress.advance(len(recs))
+        progress.advance(len(recs) or len(batch))
     return tokens
 
 
@@ -773,6 +943,7 @@ def sample_problems(
     share_prefill: bool = True,
     progress: bool = True,
     desc: str = "sampling",
+    features: bool = False,
 ) -> dict[str, Any]:
     """Sample, grade and append to `out` (resumable); return the summary of the whole output.
 
@@ -787,6 +958,9 @@ def sample_problems(
     batch_size: sequences per batch (HF backend); a throughput knob, not in the hash.
     max_model_len: vLLM's context length (at least the longest prompt + max_new_tokens; pass the
         largest over several calls so that they share one engine).
+    features: also keep the model's hidden states behind each sample (HF engine only), in
+        `samples.features_dir(out)`: the mean over the sample's tokens of a middle layer's and
+        the final norm's output, at no extra forward pass. The probe evaluator trains on them.
     """
     cfg = config or SamplingConfig()
     if backend not in ("auto", "hf", "vllm"):
@@ -813,6 +987,8 @@ def sample_problems(
             model_id = model_id or name
     elif backend == "vllm":
         raise ValueError("backend='vllm' needs the model as a name/path, not a loaded model")
+    if features and use_vllm:
+        raise UserError("hidden-state features need the transformers engine: pass backend='hf' (--backend hf)")
     if tokenizer is None:
         raise ValueError("a loaded model needs its tokenizer")
     cfg = cfg.resolved(tokenizer)
@@ -859,9 +1035,12 @@ def sample_problems(
             engine = VLLMEngine(str(model), tokenizer, cfg, adapter=adapter, batch_size=batch_size,
                                 max_model_len=max(max_model_len or 0, need))
         else:
-            engine = HFEngine(model, tokenizer, cfg, batch_size=batch_size, share_prefill=share_prefill)
+            engine = HFEngine(model, tokenizer, cfg, batch_size=batch_size, share_prefill=share_prefill, features=features)
         batches = plan_batches(problems, prompt_ids, cfg, engine.batch_size)
         todo = sum(1 for b in batches for u in b if u.key not in done)
+        if features:  # for the progress bar: done batches without their features run again
+            todo += sum(len(b) for i, b in enumerate(batches)
+                        if all(u.key in done for u in b) and not feature_chunk(paths.samples, i).exists())
 
         def sink(recs: list[dict]) -> None:
             append_samples(fh, recs)
@@ -869,7 +1048,7 @@ def sample_problems(
         bar = _Progress(progress, desc, todo)
         t0 = time.time()
         try:
-            tokens = _run_batches(engine, batches, done, by_id, sink, bar)
+            tokens = _run_batches(engine, batches, done, by_id, sink, bar, paths.samples if features else None)
         finally:
             bar.close()
         seconds = time.time() - t0

@@ -44,7 +44,9 @@ class Config:
     max_new_tokens: int = 160
     batch_size: int = 72  # sequences per forward pass; lower it on an out-of-memory
     backend: Literal["auto", "hf", "vllm"] = "auto"  # auto: vLLM when it is installed and a GPU is present, else transformers | hf | vllm
-    seed: int = 0
+    seed: int = 0  # the samples' random draws
+    problem_seed: int = 0  # which problems (a seeded subset): kept apart from `seed`, so that runs of several seeds are paired on the same problems
+    features: bool = False  # keep the hidden states behind each sample (for 03 --kind probe; transformers engine only)
     out: str = ""  # default: <run>/samples (few-shot: <run>/samples-fewshot<k>)
     run: str = ""
     preset: str = ""
@@ -52,7 +54,7 @@ class Config:
 
 PRESETS = {
     "smoke": dict(train_problems=4, test_problems=4, n=2, max_new_tokens=32, batch_size=16),
-    "cpu": dict(train_problems=120),
+    "cpu": dict(train_problems=120, batch_size=136),  # 136 = 8 problems x 17 at N=16: 1.3x the tok/s of 72 on 2 cores
     "t4": dict(train_problems=500, test_problems=500, n=16, max_new_tokens=512, batch_size=32),
     "a100": dict(train_problems=2000, test_problems=500, n=64, max_new_tokens=768, batch_size=128),
 }
@@ -100,6 +102,9 @@ def main(argv):
     runs.print_config(cfg, "02 sampling config")
     vllm_ok = cfg.backend != "hf" and sampling.vllm_usable()
     use_vllm = cfg.backend == "vllm" or (cfg.backend == "auto" and vllm_ok)
+    if cfg.features and use_vllm:
+        raise runs.UserError("--features true needs the transformers engine (vLLM does not expose hidden states); "
+                             "add --backend hf")
     if cfg.backend == "vllm" and not vllm_ok:
         raise runs.UserError("--backend vllm needs the vllm package and a CUDA GPU (pip install vllm); "
                              "use --backend hf")
@@ -108,7 +113,7 @@ def main(argv):
     model_name, adapter, dataset, out = resolve(cfg)
     models.resolve_model(model_name)  # a misspelt --model fails here, before any weights load
     sizes = {"train": cfg.train_problems, "test": cfg.test_problems, "val": cfg.test_problems}
-    problems = {s: data.load_problems(dataset, s, limit=sizes[s], seed=cfg.seed) for s in cfg.splits}
+    problems = {s: data.load_problems(dataset, s, limit=sizes[s], seed=cfg.problem_seed) for s in cfg.splits}
     for s, ps in problems.items():
         if not ps:
             raise runs.UserError(f"{dataset}: the {s} split is empty")
@@ -135,7 +140,8 @@ def main(argv):
         summary = sampling.sample_problems(model, tok, ps, out / f"samples-{split}.jsonl", scfg, fewshot=fewshot,
                                            model_id=model_id, adapter=adapter, batch_size=cfg.batch_size,
                                            desc=f"sampling {split}", backend="vllm" if use_vllm else "hf",
-                                           max_model_len=longest + cfg.max_new_tokens + 1 if use_vllm else None)
+                                           max_model_len=longest + cfg.max_new_tokens + 1 if use_vllm else None,
+                                           features=cfg.features)
         sampling.print_summary(summary, title=f"{split}: {len(ps)} problems x (greedy + {cfg.n} samples)")
         summaries[split] = summary
     if use_vllm:

@@ -559,6 +559,7 @@ def test_logprob_sum_matches_teacher_forcing(smol, tmp_path):
     engine = sampling.HFEngine(model, tok, cfg, batch_size=12)
     gens = engine.run(units)
     assert {u.seed is None for u in units} == {True, False}
+    devs = []
     with torch.inference_mode():
         for u, g in zip(units, gens):
             assert len(g.token_ids) == g.tokens > 0
@@ -567,9 +568,13 @@ def test_logprob_sum_matches_teacher_forcing(smol, tmp_path):
             n = len(u.prompt_ids)
             ref = sum(float(logp[n - 1 + i, t]) for i, t in enumerate(g.token_ids))
             assert g.logprob_sum <= 0
-            assert g.logprob_sum == pytest.approx(ref, abs=0.05 + 0.02 * g.tokens), (u.key, g.logprob_sum, ref)
+            # bf16 rounding differs between a batched decode step and one long forward pass: HF's own
+            # eager and SDPA decoding were measured up to 0.46 and 0.36 off over 24 tokens
+            assert g.logprob_sum == pytest.approx(ref, abs=0.05 + 0.03 * g.tokens), (u.key, g.logprob_sum, ref)
+            devs.append(abs(g.logprob_sum - ref) / g.tokens)
             if u.seed is None:  # greedy picks the argmax: no token can be less likely than the best
                 assert all(float(logp[n - 1 + i].max() - logp[n - 1 + i, t]) < 0.1 for i, t in enumerate(g.token_ids))
+    assert sum(devs) / len(devs) < 0.01  # on average within 0.01 nats per token (measured: ~0.007)
     out = tmp_path / "s.jsonl"
     sampling.sample_problems(model, tok, problems, out, cfg, batch_size=12, progress=False)
     recs = {(r["id"], r["k"]): r for r in map(json.loads, out.read_text().splitlines())}
