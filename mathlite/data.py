@@ -492,12 +492,14 @@ def load_problems(data: str, split: str = "train", limit: int | None = None, see
       (problem, solution[, level, type, unique_id]).
 
     split: "train", "test", or "val" (a seeded slice of train by problem; needs
-    kw val_size > 0; with val_size > 0 "train" excludes it). A single file is one
+    kw val_size > 0; with val_size > 0 "train" excludes it; kw val_seed picks the slice,
+    default `seed`). A single file is one
     split: `split` is ignored for it. kw prm800k=<file> attaches PRM800K solutions
     to train/val problems (for the "prm800k"/"both" training styles).
     limit: a deterministic seeded subset (see `subset`).
     """
     val_size = int(kw.pop("val_size", 0) or 0)
+    val_seed = int(kw.pop("val_seed", seed))  # which problems make up val (default: `seed`)
     prm800k = kw.pop("prm800k", None)
     if split not in ("train", "test", "val"):
         raise DataError(f"split must be train, test or val, got {split!r}")
@@ -537,7 +539,7 @@ def load_problems(data: str, split: str = "train", limit: int | None = None, see
     if prm800k is not None and base == "train":
         problems = attach_prm800k(problems, load_prm800k(prm800k))
     if base == "train" and val_size > 0:
-        train, val = _split_off_val(problems, val_size, seed)
+        train, val = _split_off_val(problems, val_size, val_seed)
         problems = val if split == "val" else train
     return subset(problems, limit, seed)
 

@@ -53,7 +53,7 @@ from rich.table import Table
 
 from mathlite import metrics
 from mathlite.errors import ResultsError, UserError
-from mathlite.files import atomic_write
+from mathlite.files import atomic_write, atomic_write_json
 from mathlite.metrics import Curves, MethodStats, PairedStats
 from mathlite.metrics import full_label as method_label
 
@@ -686,7 +686,99 @@ def print_across_runs(runs: Mapping[str, Stats], paired: Mapping[str, Sequence[M
     console.print(table)
 
 
-USAGE = """usage: python -m mathlite.report RESULTS.json [MORE.json ...]   one table, or runs side by side + mean +- sd
+def across_runs_paired(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every paired comparison that all the runs made, across them: per run its difference and sign-test
+    p; the mean +- sd of the differences; how many runs found it significant either way; and the wins
+    and losses pooled over all (run, problem) pairs with their sign test. The pooled test treats a
+    problem in two runs as two pairs, though they share the problem: the per-run tests are the strict ones."""
+    names = list(results)
+    by_pair: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for name in names:
+        for c in results[name].get("paired") or []:
+            by_pair.setdefault((c["method"], c["baseline"]), []).append(c)
+    out = []
+    for (m, b), cs in by_pair.items():
+        if len(cs) != len(names):
+            continue
+        diffs = [100 * c["diff"] for c in cs]
+        mean, sd = metrics.mean_sd(diffs)
+        wins, losses = sum(c["wins"] for c in cs), sum(c["losses"] for c in cs)
+        out.append({"method": m, "baseline": b, "label": cs[0]["label"], "baseline_label": cs[0]["baseline_label"],
+                    "runs": len(cs), "diff_points": diffs, "p_values": [c["p_value"] for c in cs],
+                    "diff_mean": mean, "diff_sd": sd,
+                    "runs_better": sum(c["p_value"] < ALPHA and c["diff"] > 0 for c in cs),
+                    "runs_worse": sum(c["p_value"] < ALPHA and c["diff"] < 0 for c in cs),
+                    "pooled_wins": wins, "pooled_losses": losses,
+                    "pooled_ties": sum(c["ties"] for c in cs), "pooled_p": metrics.sign_test(wins, losses)})
+    return out
+
+
+def across_runs_scorers(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per scorer (the trained evaluator, the generator's confidence): pooled and within-problem AUC per run,
+    with mean +- sd."""
+    scorers: list[str] = []
+    for r in results.values():
+        scorers += [s for s in (r.get("scorers") or {}) if s not in scorers]
+    rows = []
+    for sc in scorers:
+        qs = [(r.get("scorers") or {}).get(sc) or {} for r in results.values()]
+        row = {"scorer": sc}
+        for key in ("auc", "within_problem_auc"):
+            vals = [q.get(key) for q in qs]
+            good = [v for v in vals if v is not None]
+            row[key] = vals
+            row[key + "_mean"], row[key + "_sd"] = metrics.mean_sd(good) if good else (None, None)
+        rows.append(row)
+    return rows
+
+
+def across_runs_markdown(results: Mapping[str, Mapping[str, Any]], runs_: Mapping[str, Stats]) -> str:
+    """The across-seeds document: accuracy mean +- sd, paired comparisons, scorer AUCs."""
+    paired = {name: r.get("paired") or [] for name, r in results.items()}
+    n = [r.get("meta", {}).get("n_problems") for r in results.values()]
+    header, rows = across_runs_rows(runs_, paired)
+    parts = [f"# Across {len(results)} runs ({', '.join(results)})", "",
+             f"Problems per run: {', '.join(str(x) for x in n)}. Accuracy in %, differences in points; "
+             f"significance: two-sided exact sign test at {ALPHA}.", "", "## Accuracy", "", markdown_table(header, rows), ""]
+    pr = across_runs_paired(results)
+    head = ["Method", "vs", "diff per run", "mean +- sd", "runs p<0.05 (better / worse)", "pooled W / L / T", "pooled p"]
+    body = [[c["label"], c["baseline_label"], ", ".join(f"{d:+.1f}" for d in c["diff_points"]),
+             f"{c['diff_mean']:+.1f} +- {c['diff_sd']:.1f}", f"{c['runs_better']} / {c['runs_worse']}",
+             f"{c['pooled_wins']} / {c['pooled_losses']} / {c['pooled_ties']}", _p(c["pooled_p"])] for c in pr]
+    parts += ["## Paired comparisons", "", markdown_table(head, body), "",
+              "Pooled: wins and losses summed over every (run, problem) pair; the same problem appears once per run, "
+              "so the pooled p is optimistic and the per-run counts are the strict test.", ""]
+    sc = across_runs_scorers(results)
+    if sc:
+        f = lambda v: fmt(v)  # noqa: E731
+        body = [[r["scorer"], ", ".join(f(v) for v in r["within_problem_auc"]),
+                 f"{f(r['within_problem_auc_mean'])} +- {f(r['within_problem_auc_sd'])}",
+                 ", ".join(f(v) for v in r["auc"]), f"{f(r['auc_mean'])} +- {f(r['auc_sd'])}"] for r in sc]
+        parts += ["## Scorers: how well they separate right from wrong test samples", "",
+                  markdown_table(["Scorer", "within-problem AUC per run", "mean +- sd", "pooled AUC per run", "mean +- sd"], body), ""]
+    return "\n".join(parts)
+
+
+def write_across_runs(out: str | Path, paths: Sequence[str | Path], names: Sequence[str] | None = None) -> dict[str, Path]:
+    """across-runs.md and across-runs.json in `out`, from the runs' results.json files alone."""
+    results, runs_ = {}, {}
+    for i, p in enumerate(paths):
+        name = names[i] if names else Path(p).parent.parent.name
+        _, runs_[name] = load_results(p)
+        results[name] = json.loads(Path(p).read_text())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = _write_text(out / "across-runs.md", across_runs_markdown(results, runs_))
+    header, rows = across_runs_rows(runs_, {n: r.get("paired") or [] for n, r in results.items()})
+    data = {"runs": list(results), "sources": [str(p) for p in paths], "accuracy": {"header": header, "rows": rows},
+            "paired": across_runs_paired(results), "scorers": across_runs_scorers(results)}
+    js = out / "across-runs.json"
+    atomic_write_json(js, _json_safe(data))
+    return {"md": md, "json": js}
+
+
+USAGE = """usage: python -m mathlite.report RESULTS.json [MORE.json ...] [--out DIR]   one table, or runs side by side
+                                                          + mean +- sd (--out: across-runs.md/.json there)
        python -m mathlite.report --recompute REPORT_DIR [--out DIR]   recompute every number from the folder's
                                                                        results.json + choices-test.jsonl alone"""
 
@@ -717,6 +809,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"recomputed from {argv[1]} ({n} problems): every number identical to results.json "
               f"({', '.join(COMPARED)}, and each method's choice per problem)")
         return
+    out_dir = None
+    if "--out" in argv:
+        i = argv.index("--out")
+        if i + 1 >= len(argv):
+            print(USAGE, file=sys.stderr)
+            raise SystemExit(2)
+        out_dir = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
     runs, paired = {}, {}
     for path in argv:
         try:
@@ -736,6 +836,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         print_comparison({name: stats for name, (_, stats) in runs.items()})
         print_across_runs({name: stats for name, (_, stats) in runs.items()}, paired)
+        if out_dir:
+            written = write_across_runs(out_dir, argv)
+            print(f"wrote {written['md']} and {written['json']}")
 
 
 if __name__ == "__main__":

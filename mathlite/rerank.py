@@ -19,6 +19,10 @@ from .stage import Stage
 def evaluator_scores(store: samples.SampleSet, evaluator_dir: Path, cache: Path, batch_size: int,
                      tag: str = "[04]") -> samples.ScoreSet:
     """The evaluator's score of every sample, read from the cache when it was made by this evaluator."""
+    from . import probe
+
+    if probe.is_probe(evaluator_dir):
+        return probe_scores(store, evaluator_dir, tag)
     from .evaluator import Evaluator  # transformers and peft: only when something is to be scored
 
     stamp = files.read_json(evaluator_dir / "evaluator.json")
@@ -49,6 +53,21 @@ def evaluator_scores(store: samples.SampleSet, evaluator_dir: Path, cache: Path,
     result = samples.ScoreSet(report.PRIMARY, scores, fingerprint, cost)
     samples.save_scores(cache, result)
     return result
+
+
+def probe_scores(store: samples.SampleSet, evaluator_dir: Path, tag: str = "[04]") -> samples.ScoreSet:
+    """A probe evaluator's scores, from the hidden-state features kept next to the samples (no model)."""
+    from . import probe
+
+    p = probe.Probe.load(evaluator_dir)
+    every = store.all_samples()
+    t = probe.table([s.to_dict() for s in every], samples.load_features(store.paths.samples), where=str(store.paths.samples))
+    scores = p.scores(t)
+    fingerprint = files.config_hash({"probe": files.read_json(evaluator_dir / probe.META_FILE),
+                                     "weights": hashlib.sha256((evaluator_dir / probe.WEIGHTS_FILE).read_bytes()).hexdigest()})
+    print(f"{tag} probe evaluator ({p.inputs}, lambda {p.lam:g}) scored {len(scores)} samples from their features")
+    return samples.ScoreSet(report.PRIMARY, scores, fingerprint,
+                            {"solutions_scored": len(scores), "tokens_scored": 0, "kind": "probe", "loss": "pairwise"})
 
 
 def confidence_scores(store: samples.SampleSet, tag: str = "[04]") -> samples.ScoreSet | None:
@@ -115,7 +134,7 @@ def rerank(path: Path, evaluator_dir: Path | None, out: Path, settings: Settings
     # the key names the inputs by content, not by where they lie: the same samples and evaluator in another
     # run folder give the same manifest
     key = {"samples": hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16],
-           "evaluator": sampling.adapter_fingerprint(evaluator_dir) if evaluator_dir else None, **comp.settings}
+           "evaluator": ev.fingerprint if ev else None, **comp.settings}
     Stage(out, "report", key).finish(
         cfg, files={k: str(v) for k, v in files_.items()})
     return meta, comp, files_

@@ -38,6 +38,7 @@ class Config:
     splits: tuple[Literal["train", "test", "val"], ...] = ("train", "test")
     train_problems: int = 60  # train-split problems; their samples train the evaluator
     test_problems: int = 60  # test-split problems; at 60, accuracy is known to about +-6 points
+    val_problems: int = 200  # val-split problems (when the SSFT run kept some out of training: its val_size)
     n: int = 8  # sampled solutions per problem (paper: 64)
     temperature: float = 0.9
     top_p: float = 0.95
@@ -55,15 +56,24 @@ class Config:
 PRESETS = {
     "smoke": dict(train_problems=4, test_problems=4, n=2, max_new_tokens=32, batch_size=16),
     "cpu": dict(train_problems=120, batch_size=136),  # 136 = 8 problems x 17 at N=16: 1.3x the tok/s of 72 on 2 cores
+    # powered: 500 test problems x 16, and the 200 problems the SSFT run kept out of training ("val") x 16 for
+    # the probe evaluator; max_new_tokens 96: of the cpu chain's 540 test samples, 1 ran past 96 tokens and none reached 160
+    "powered": dict(splits=("val", "test"), val_problems=200, test_problems=500, n=16, max_new_tokens=96, batch_size=136,
+                    features=True),
     "t4": dict(train_problems=500, test_problems=500, n=16, max_new_tokens=512, batch_size=32),
     "a100": dict(train_problems=2000, test_problems=500, n=64, max_new_tokens=768, batch_size=128),
 }
 
 
+def _ssft_config(cfg: Config) -> dict:
+    path = Path(cfg.run) / "ssft" / "config.json"
+    return runs.read_json(path) if path.exists() else {}
+
+
 def resolve(cfg: Config) -> tuple[str, str | None, str, Path]:
     """Fill the defaults from the SSFT run: model, adapter, data, output folder."""
     ssft = Path(cfg.run) / "ssft"
-    ssft_cfg = runs.read_json(ssft / "config.json") if (ssft / "config.json").exists() else {}
+    ssft_cfg = _ssft_config(cfg)
     model = cfg.model or ssft_cfg.get("model") or models.OFFLINE_MODEL
     dataset = cfg.data or ssft_cfg.get("data") or "synthetic"
     if cfg.adapter.lower() == "none" or (cfg.fewshot and not cfg.adapter):
@@ -112,8 +122,13 @@ def main(argv):
                                    max_new_tokens=cfg.max_new_tokens, greedy=True, seed=cfg.seed)
     model_name, adapter, dataset, out = resolve(cfg)
     models.resolve_model(model_name)  # a misspelt --model fails here, before any weights load
-    sizes = {"train": cfg.train_problems, "test": cfg.test_problems, "val": cfg.test_problems}
-    problems = {s: data.load_problems(dataset, s, limit=sizes[s], seed=cfg.problem_seed) for s in cfg.splits}
+    sizes = {"train": cfg.train_problems, "test": cfg.test_problems, "val": cfg.val_problems}
+    val_size = int(_ssft_config(cfg).get("val_size") or 0)  # the SSFT run's held-out slice of train (seed 0)
+    if "val" in cfg.splits and not val_size:
+        raise runs.UserError(f"split val: the SSFT run in {Path(cfg.run) / 'ssft'} kept no problems out of training "
+                             "(01's val_size is 0); sample train or test")
+    problems = {s: data.load_problems(dataset, s, limit=sizes[s], seed=cfg.problem_seed, val_size=val_size, val_seed=0)
+                for s in cfg.splits}
     for s, ps in problems.items():
         if not ps:
             raise runs.UserError(f"{dataset}: the {s} split is empty")

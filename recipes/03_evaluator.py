@@ -20,6 +20,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
@@ -33,10 +34,11 @@ from mathlite.stage import Stage
 
 @dataclass
 class Config:
-    kind: evaluator.Kind = "head"  # head (score head, our default) | verbal (the paper's p(correct) template)
+    kind: Literal["head", "verbal", "probe"] = "head"  # head (score head, our default) | verbal (the paper's p(correct) template) | probe (frozen generator's hidden states + its confidence; needs 02 --features true)
     loss: evaluator.Loss = "pointwise"  # pointwise (Eq. 8) | pairwise (Eq. 9)
     init: str = "ssft"  # ssft: start from the generator's adapter (paper) | base | an adapter folder
-    samples: str = ""  # default: <run>/samples/samples-train.jsonl
+    samples: str = ""  # default: <run>/samples/samples-<split>.jsonl
+    split: Literal["train", "val"] = "train"  # whose samples train it: train, or val (problems the SSFT run never trained on)
     max_per_problem: int = 10  # paper: about 10 of the 64 samples of each problem
     keep_uniform: int = 2  # samples kept from problems whose samples are all right or all wrong
     balance: bool = True  # as many correct as incorrect per problem
@@ -60,6 +62,7 @@ PRESETS = {
     # lr 1e-3 as for the cpu SSFT: a freshly initialised score head trained for 30 steps. Measured on the
     # cpu chain's test samples: within-problem AUC 0.49 at 1e-4, 0.66 at 1e-3 (README, "the cpu preset")
     "cpu": dict(lr=1e-3),
+    "powered": dict(kind="probe", split="val"),
     "t4": dict(max_length=1024, batch_size=4, epochs=1.0, log_steps=20),
     "a100": dict(max_length=1024, batch_size=16, epochs=1.0, log_steps=20),
 }
@@ -73,6 +76,45 @@ def _replaceable(out: Path) -> bool:
     return out.is_dir() and (m.get("stage") == "evaluator" or (out / evaluator.META_FILE).exists())
 
 
+def train_probe(cfg: Config, out: Path, samples: Path) -> None:
+    """--kind probe: a score head on the generator's own hidden states (kept by 02 --features true) and its
+    confidence, trained with the within-problem pairwise loss on every sampled solution; inputs and L2
+    strength chosen on held-out training problems (mathlite/probe.py)."""
+    from mathlite import probe
+
+    store = sample_store.load(samples)
+    records = [s.to_dict() for s in store.all_samples() if s.k >= 0]
+    t = probe.table(records, sample_store.load_features(samples), where=str(samples))
+    print(f"[03] probe: {len(records)} solutions of {len(set(t.problem.tolist()))} problems, "
+          f"{t.hidden.shape[1]} hidden + {t.conf.shape[1]} confidence inputs")
+    st = Stage(out, "evaluator", {k: v for k, v in runs.config_dict(cfg).items() if k not in runs.LOCATION_KEYS})
+    work = st.work_dir()
+    with runs.timer() as tm:
+        fit, rows = probe.fit_probe(t, seed=cfg.seed)
+    fit.info["samples"] = str(samples)
+    fit.save(work)
+    info = fit.info
+    metrics = {"kind": "probe", "loss": "pairwise", "inputs": fit.inputs, "lambda": fit.lam, "auc": info["val_auc"],
+               "within_problem_auc": info["val_within_problem_auc"],
+               "confidence_within_problem_auc": info["val_confidence_within_problem_auc"],
+               "val_problems": info["val_problems"], "val_solutions": info["val_solutions"],
+               "train_examples": info["all_solutions"], "seconds_train": round(tm["seconds"], 1), "selection": rows}
+    runs.atomic_write_json(work / "metrics.json", metrics)
+    st.finish(cfg, work=work, metrics=metrics, samples=str(samples), timings={"train": round(tm["seconds"], 1)})
+    st.publish(work)
+    table = Table(title=f"probe evaluator: within-problem AUC, cross-validated over {info['val_problems']} training problems "
+                        f"({info['val_mixed_problems']} with right and wrong samples)")
+    for col in ("inputs", "lambda", "within-problem AUC", "pooled AUC", ""):
+        table.add_column(col, justify="right")
+    fmt = report.fmt
+    for r in rows:
+        chosen = r["inputs"] == fit.inputs and (r["lambda"] or None) == (fit.lam if fit.inputs != "confidence" else None)
+        table.add_row(r["inputs"], fmt(r["lambda"], ".0e"), fmt(r["val_within_problem_auc"]), fmt(r["val_auc"]),
+                      "chosen" if chosen else "")
+    table.add_row("generator confidence", "", fmt(info["val_confidence_within_problem_auc"]), "", "baseline")
+    Console().print(table)
+
+
 def main(argv):
     cfg = runs.parse_config(Config, PRESETS, argv)
     runs.print_config(cfg, "03 evaluator config")
@@ -81,9 +123,11 @@ def main(argv):
         return
     if not _replaceable(out):
         raise runs.UserError(f"{out}: exists and holds no evaluator (it would be replaced); pass another --out, or delete it")
-    samples = Path(cfg.samples or Path(cfg.run) / "samples" / "samples-train.jsonl")
+    samples = Path(cfg.samples or Path(cfg.run) / "samples" / f"samples-{cfg.split}.jsonl")
     if not samples.exists():
-        raise runs.UserError(f"{samples}: no train-split samples; run recipes/02_sample.py --run {cfg.run} first")
+        raise runs.UserError(f"{samples}: no {cfg.split}-split samples; run recipes/02_sample.py --run {cfg.run} first")
+    if cfg.kind == "probe":
+        return train_probe(cfg, out, samples)
     ssft = Path(cfg.run) / "ssft"
     init = {"ssft": str(ssft / "adapter"), "base": None}.get(cfg.init, cfg.init)
     if init is not None and not (Path(init) / "adapter_config.json").exists():

@@ -47,7 +47,7 @@ class Config:
     preset: str = ""
 
 
-PRESETS = {"smoke": dict(n_draws=4, n_boot=200), "cpu": dict(), "t4": dict(), "a100": dict(topn_values=(8, 16))}
+PRESETS = {"smoke": dict(n_draws=4, n_boot=200), "cpu": dict(), "powered": dict(), "t4": dict(), "a100": dict(topn_values=(8, 16))}
 
 
 def main(argv):

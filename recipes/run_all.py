@@ -42,11 +42,14 @@ STAGES = {
 @dataclass
 class Config:
     stages: tuple[Literal["01", "02", "03", "04", "05"], ...] = ("01", "02", "03", "04", "05")  # the stages to run, in order
+    seeds: tuple[int, ...] = ()  # several: the chain once per seed (SSFT, sampling, evaluator) in <run>/seed<s>, then <run>/across-seeds
     run: str = ""  # run folder; default runs/<preset>
     preset: str = ""
 
 
 PRESETS = {name: {} for name in ("smoke", "cpu", "t4", "a100")}
+# the powered chain: 500 test problems x 16 samples, the probe evaluator, 3 seeds; 05 is not part of it
+PRESETS["powered"] = dict(stages=("01", "02", "03", "04"), seeds=(0, 1, 2))
 
 
 def _read(path: Path):
@@ -101,12 +104,28 @@ def summary_rows(run: Path, seconds: dict[str, float]) -> list[tuple[str, str, s
 
 def main(argv):
     cfg = runs.parse_config(Config, PRESETS, argv)
-    run = Path(cfg.run)
+    if not cfg.seeds:
+        return chain(cfg, Path(cfg.run))
+    t_all = time.time()
+    for seed in cfg.seeds:
+        print(f"\n[run_all] ===== seed {seed}", flush=True)
+        chain(cfg, Path(cfg.run) / f"seed{seed}", seed)
+    reports = [Path(cfg.run) / f"seed{s}" / "report" / "results.json" for s in cfg.seeds]
+    if all(p.exists() for p in reports):
+        written = report.write_across_runs(Path(cfg.run) / "across-seeds", reports, [f"seed{s}" for s in cfg.seeds])
+        Console().print(written["md"].read_text())
+        print(f"[run_all] {len(cfg.seeds)} seeds in {(time.time() - t_all) / 60:.1f} min; across seeds: {written['md']}")
+
+
+def chain(cfg: Config, run: Path, seed: int | None = None) -> None:
+    """The stages of `cfg` into `run` (with --seed `seed` for every stage when given)."""
     seconds = {}
     t_all = time.time()
     for stage in cfg.stages:
         script = ROOT / "recipes" / STAGES[stage]
         cmd = [sys.executable, str(script), "--preset", cfg.preset, "--run", str(run)]
+        if seed is not None:
+            cmd += ["--seed", str(seed)]
         print(f"\n[run_all] === {stage}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.time()
         rc = subprocess.call(cmd)
@@ -123,7 +142,7 @@ def main(argv):
     for r in rows:
         table.add_row(*r)
     Console().print(table)
-    runs.atomic_write_json(run / "summary.json", {"preset": cfg.preset, "seconds": seconds, "total_seconds": total,
+    runs.atomic_write_json(run / "summary.json", {"preset": cfg.preset, "seed": seed, "seconds": seconds, "total_seconds": total,
                                                   "rows": rows, "machine": runs.machine()})
     md = ["| stage | time | result |", "| --- | --- | --- |"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     runs.atomic_write_text(run / "summary.md", f"Chain, preset `{cfg.preset}`, {total / 60:.1f} min in all\n\n"

@@ -5,6 +5,7 @@ format, resume after a torn write, refusal of a changed config; and with the off
 from __future__ import annotations
 
 import json
+import numpy as np
 import os
 import signal
 import subprocess
@@ -582,3 +583,40 @@ def test_logprob_sum_matches_teacher_forcing(smol, tmp_path):
         r = recs[u.key]
         assert r["tokens"] == g.tokens and r["logprob_sum"] == pytest.approx(g.logprob_sum, abs=1e-5)
         assert r["logprob_mean"] == pytest.approx(g.logprob_sum / g.tokens, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_features_are_kept_per_batch_and_a_missing_batch_is_redone(smol, tmp_path):
+    """features=True writes each batch's hidden states (the mean over a sample's tokens of the states its
+    log-probs came from, checked against a teacher-forced pass); a run whose features file was lost
+    regenerates that batch for them, without writing its samples twice; features leave samples unchanged."""
+    from mathlite import samples as store
+
+    model, tok = smol
+    problems = _synthetic(2, seed=5)
+    cfg = sampling.SamplingConfig(n=2, max_new_tokens=20, seed=1)
+    out = tmp_path / "s.jsonl"
+    sampling.sample_problems(model, tok, problems, out, cfg, batch_size=3, progress=False, features=True)
+    plain = tmp_path / "plain.jsonl"
+    sampling.sample_problems(model, tok, problems, plain, cfg, batch_size=3, progress=False)
+    assert out.read_text() == plain.read_text()
+    chunks = sorted(store.features_dir(out).glob("batch-*.safetensors"))
+    assert len(chunks) == 2  # 2 problems x (greedy + 2) = 6 units in batches of 3
+    feats = store.load_features(out)
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert set(feats) == {(r["id"], r["k"]) for r in recs}
+    ids = {p.id: sampling._encode(tok, sampling._prompt_fn(tok, None, ())(p)) for p in problems}
+    gens = sampling.HFEngine(model, tok, cfg, batch_size=3).run(sampling.plan_batches(problems, ids, cfg, 3)[0])
+    u = sampling.plan_batches(problems, ids, cfg, 3)[0][1]
+    with torch.inference_mode():
+        full = torch.tensor([list(u.prompt_ids) + list(gens[1].token_ids)])
+        hs = model(input_ids=full, output_hidden_states=True).hidden_states[-1][0].float()
+        n = len(u.prompt_ids)
+        ref = hs[n - 1 : n - 1 + gens[1].tokens].mean(0).numpy()
+    got = feats[u.key][1]
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.03
+    before = out.read_text()
+    chunks[1].unlink()
+    sampling.sample_problems(model, tok, problems, out, cfg, batch_size=3, progress=False, features=True)
+    assert out.read_text() == before and chunks[1].exists()
+    assert set(store.load_features(out)) == set(feats)
