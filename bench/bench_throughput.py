@@ -650,7 +650,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--sft-steps", type=int, default=6)
     ap.add_argument("--sft-problems", type=int, default=400)
-    ap.add_argument("--sample-problems", type=int, default=16)
+    ap.add_argument("--sample-problems", type=int, default=32)
     ap.add_argument("--sample-n", default="8,16")
     ap.add_argument("--sample-batch", type=int, default=136, help="02's batch_size now (cpu preset)")
     ap.add_argument("--sample-batch-before", type=int, default=72, help="02's batch_size before")

@@ -21,8 +21,10 @@ def evaluator_scores(store: samples.SampleSet, evaluator_dir: Path, cache: Path,
     """The evaluator's score of every sample, read from the cache when it was made by this evaluator."""
     from . import probe
 
-    if probe.is_probe(evaluator_dir):
-        return probe_scores(store, evaluator_dir, tag)
+    if probe.is_probe(evaluator_dir):  # no model: scored from the features in a second; kept for the record
+        result = probe_scores(store, evaluator_dir, tag)
+        samples.save_scores(cache, result)
+        return result
     from .evaluator import Evaluator  # transformers and peft: only when something is to be scored
 
     stamp = files.read_json(evaluator_dir / "evaluator.json")

@@ -31,6 +31,7 @@ what is wrong.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -282,7 +283,8 @@ def scan_jsonl(path: Path, validate: Callable[[Any], None] | None) -> tuple[list
         good += len(line)
         return True
 
-    with open(path, "rb") as f:
+    opener = gzip.open if path.suffix == ".gz" else open  # a gzipped file reads the same (kept evidence)
+    with opener(path, "rb") as f:
         held = None  # one line is held back: whether it is the last one decides how to treat it
         for lineno, line in enumerate(f, 1):
             if held is not None:
@@ -520,7 +522,10 @@ def save_choices(path: str | Path, records: Sequence[Mapping[str, Any]]) -> None
 
 
 def load_choices(path: str | Path) -> list[dict[str, Any]]:
+    """A choices file; `choices-test.jsonl` may also be kept gzipped, as `choices-test.jsonl.gz`."""
     path = Path(path)
+    if not path.exists() and path.with_name(path.name + ".gz").exists():
+        path = path.with_name(path.name + ".gz")
     if not path.exists():
         raise SamplesError(f"{path}: no choices file here (recipe 04 writes <run>/report/choices-test.jsonl)")
     records, _, torn = scan_jsonl(path, validate_choice)

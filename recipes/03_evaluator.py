@@ -8,6 +8,14 @@ an incorrect solution of the same problem. Starts from the SSFT adapter, as the 
     python recipes/03_evaluator.py                                # head + pointwise, from runs/<preset>/ssft
     python recipes/03_evaluator.py --kind verbal --loss pairwise --out runs/cpu/evaluator-verbal
     python recipes/03_evaluator.py --init base                    # start from the base model instead
+    python recipes/03_evaluator.py --kind probe --split val       # the powered preset's evaluator (below)
+
+A third kind, `probe` (mathlite/probe.py), is what a CPU can train on thousands of samples: a linear
+score head on the frozen generator's own hidden states (kept while sampling: 02 --features true) plus
+its confidence (mean and summed token log-prob, length), with the within-problem pairwise loss;
+which inputs and how much L2 are chosen by 5-fold cross-validation over the training problems. It
+trains in about a minute and scores without a model. `--split val` trains it on the problems the SSFT
+run kept out of training (01 --val_size).
 
 Validation is by problem: AUC and accuracy over every sample of the held-out problems, and re-rank@N vs
 majority@N on them as a first signal (the full comparison is recipe 04).

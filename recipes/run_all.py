@@ -4,13 +4,17 @@
     python recipes/run_all.py                      # cpu preset without a GPU
     python recipes/run_all.py --preset smoke       # the CI version (a few minutes on 2 cores)
     python recipes/run_all.py --stages 01,02,03,04 # stop before multi-task
+    python recipes/run_all.py --preset powered     # 01->04 for seeds 0, 1, 2: 500 test problems x 16, the
+                                                   # probe evaluator; then runs/powered/across-seeds/
 
 The chain runs each stage with its preset. To change a stage's constants, run the stages by hand with
 your flags (same --run); a stage that finished with another config stops the chain with a one-line message.
 
 Each stage runs as its own process (the same command you would type), so a crash in one leaves the
 others' outputs intact, and rerunning this command continues where the chain stopped.
-Prints one summary at the end and writes it to <run>/summary.{json,md}.
+Prints one summary at the end and writes it to <run>/summary.{json,md}. With --seeds, each seed's chain
+goes to <run>/seed<s> (every stage gets --seed s; the problems stay the same), and the reports are then
+compared across seeds (mean +- sd, per-seed and pooled paired tests, scorer AUCs) in <run>/across-seeds/.
 """
 
 from __future__ import annotations

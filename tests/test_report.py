@@ -322,3 +322,47 @@ def test_committed_smoke_report_recomputes_to_the_committed_numbers(tmp_path):
     doc = json.loads((committed / "results.json").read_text())
     assert doc["meta"]["n_problems"] == len(samples.load_choices(committed / "choices-test.jsonl"))
     assert doc["paired"] and "evaluator" in doc["scorers"]
+
+
+def test_across_runs_report_pools_paired_tests_and_scorers(tmp_path):
+    """Several runs' results.json -> across-runs.{md,json}: per comparison the per-run differences, mean +- sd,
+    pooled wins/losses with their sign test; per scorer the AUCs with mean +- sd; and the CLI writes them."""
+    import subprocess
+    import sys
+
+    from mathlite import metrics
+
+    src = REPO / "bench" / "results" / "cpu_chain" / "report" / "results.json"
+    one = json.loads(src.read_text())
+    written = report.write_across_runs(tmp_path, [src, src], ["s0", "s1"])
+    doc = json.loads(written["json"].read_text())
+    assert doc["runs"] == ["s0", "s1"]
+    for c in one["paired"]:
+        row = next(r for r in doc["paired"] if (r["method"], r["baseline"]) == (c["method"], c["baseline"]))
+        assert row["pooled_wins"] == 2 * c["wins"] and row["pooled_losses"] == 2 * c["losses"]
+        assert row["diff_mean"] == pytest.approx(100 * c["diff"]) and row["diff_sd"] == 0
+        assert row["pooled_p"] == metrics.sign_test(2 * c["wins"], 2 * c["losses"])
+    ev = next(r for r in doc["scorers"] if r["scorer"] == "evaluator")
+    assert ev["within_problem_auc_mean"] == pytest.approx(one["scorers"]["evaluator"]["within_problem_auc"])
+    md = written["md"].read_text()
+    assert "## Paired comparisons" in md and "## Scorers" in md and "| RR.All | Maj1@N |" in md
+    proc = subprocess.run([sys.executable, "-m", "mathlite.report", str(src), str(src), "--out", str(tmp_path / "cli")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cli" / "across-runs.md").exists()
+
+
+@pytest.mark.parametrize("folder", ["cpu_chain/report", "powered/seed0/report", "powered/seed1/report", "powered/seed2/report"])
+def test_committed_chain_reports_recompute(folder, tmp_path):
+    """The README's cpu and powered numbers: each committed report folder (results.json + its choices file,
+    gzipped for the powered seeds) recomputes to the same results.json, byte for byte, with no model;
+    and the across-seeds table comes back from the three results.json files alone."""
+    committed = REPO / "bench" / "results" / folder
+    proc = _recompute(committed, "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "results.json").read_bytes() == (committed / "results.json").read_bytes()
+    if folder == "powered/seed0/report":
+        seeds = [REPO / "bench" / "results" / "powered" / f"seed{s}" / "report" / "results.json" for s in range(3)]
+        written = report.write_across_runs(tmp_path / "across", seeds, ["seed0", "seed1", "seed2"])
+        kept = REPO / "bench" / "results" / "powered" / "across-seeds" / "across-runs.md"
+        assert written["md"].read_text() == kept.read_text()
