@@ -9,8 +9,8 @@ before and after training, so you can see that it learned.
     python recipes/01_ssft.py --preset smoke        # < 60 s on CPU; what the tests run
     python recipes/01_ssft.py --style both --lora_r 64 --run runs/both
 
-Needs: cpu preset 4.6 min on 2 CPU cores (measured: 3.2 min of training, 120 steps x batch 8 at ~600 tok/s,
-plus two greedy checks; 135M model, synthetic levels 1-3; greedy 10.0% -> 30.0% on 60 held-out problems;
+Needs: cpu preset 3.8 min on 2 CPU cores (measured: 2.6 min of training, 120 steps x batch 8 at ~740 tok/s,
+plus two greedy checks; 135M model, synthetic levels 1-3; greedy 5.0% -> 30.0% on 60 held-out problems;
 bench/results/cpu_chain/ssft/metrics.json);
 t4 ~1.5B model in 4-bit, ~10 GB (estimate); a100 7B model in 4-bit: 5.2 GiB of weights (README, GPU memory)
 plus activations and logits, not measured yet.

@@ -11,7 +11,8 @@ are what voting and re-ranking choose from (04). Every sample is graded on the s
 
 Interrupted (even kill -9)? Rerun the same command: it continues where it stopped, and never
 mixes samples of two configurations in one file (a changed config is refused).
-Time: cpu preset (135M, 2 cores) measured 2.6 min for 120 + 60 problems x 9 solutions (bench/results/cpu_chain); a100 preset (7B 4-bit,
+Time: cpu preset (135M, 2 cores) measured 1.4 min for 120 + 60 problems x 9 solutions (bench/results/cpu_chain);
+powered preset 9.1-9.8 min for 200 + 500 problems x 17 (bench/results/powered); a100 preset (7B 4-bit,
 HF backend) is dominated by 500 x 64 x ~400 tokens; with vLLM installed it is used automatically.
 Writes runs/<preset>/samples/samples-{train,test}.jsonl (+ .problems.jsonl, .meta.json) and summary.json.
 """

@@ -19,7 +19,7 @@ run kept out of training (01 --val_size).
 
 Validation is by problem: AUC and accuracy over every sample of the held-out problems, and re-rank@N vs
 majority@N on them as a first signal (the full comparison is recipe 04).
-Time: cpu preset ~3 min on 2 cores; a100 (7B 4-bit) ~20 min for 20k examples at seq 1024.
+Time: cpu preset ~2 min on 2 cores; powered (probe) 20 s; a100 (7B 4-bit) ~20 min for 20k examples at seq 1024.
 Writes runs/<preset>/evaluator/: adapter (+ score head), evaluator.json, metrics.json, manifest.json.
 """
 
