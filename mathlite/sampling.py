@@ -77,7 +77,7 @@ Speed (CPU and GPU, Hugging Face backend)
   CPU, half as long as the model's forward pass; the top-64 takes ~3 ms).
 - bf16 weights (models.load_model), `torch.inference_mode()`, and on CPU the
   frozen-weights `generate` trap avoided by `models.speed_up_frozen_generate`.
-- On CPU, decode steps run `_decode_attention` over a `_TwoLevelLayer` cache: each key/value
+- On CPU, decode steps run `_decode_attention` over a two-level cache (`_two_level_class`): each key/value
   head meets its group of query heads in one matmul (no `repeat_kv` copy, no SDPA kernel
   on a 3-row query), and new keys/values wait in a 16-slot buffer instead of being
   concatenated onto the whole cache at every step. Same logits as transformers' SDPA path
@@ -97,6 +97,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import inspect
 import json
@@ -347,12 +348,6 @@ def _sample_rows(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_
 _DECODE_ATTENTION = "mathlite_decode"
 
 
-def _dynamic_layer():
-    from transformers.cache_utils import DynamicLayer
-
-    return DynamicLayer
-
-
 class _Parts(NamedTuple):
     """A layer's cached keys (or values) in two parts: `base`, contiguous, and the last few
     steps' `recent` (a view into a small preallocated buffer)."""
@@ -361,59 +356,71 @@ class _Parts(NamedTuple):
     recent: torch.Tensor
 
 
-class _TwoLevelLayer(_dynamic_layer()):
-    """One layer's KV cache for CPU decoding, without copying the whole cache every step.
+@functools.cache
+def _two_level_class():
+    """The cache layer class, made on first use (transformers is imported only then)."""
+    from transformers.cache_utils import DynamicLayer
 
-    A plain `DynamicCache` concatenates each new token onto the layer's keys and values:
-    a fresh copy of the whole cache per layer per step (about a quarter of a decode step on
-    2 CPU cores at 144 rows). Here new tokens go into a small buffer of `_RECENT` slots,
-    folded into the contiguous base once it is full: one copy per `_RECENT` steps.
-    Attention then runs on the two parts (`_decode_attention`)."""
+    class TwoLevelLayer(DynamicLayer):
+        """One layer's KV cache for CPU decoding, without copying the whole cache every step.
 
-    def __init__(self):
-        super().__init__()
-        self.base_k = self.base_v = self.rec_k = self.rec_v = None
-        self.r = 0
+        A plain `DynamicCache` concatenates each new token onto the layer's keys and values:
+        a fresh copy of the whole cache per layer per step (about a quarter of a decode step on
+        2 CPU cores at 144 rows). Here new tokens go into a small buffer of `_RECENT` slots,
+        folded into the contiguous base once it is full: one copy per `_RECENT` steps.
+        Attention then runs on the two parts (`_decode_attention`)."""
 
-    def update(self, k: torch.Tensor, v: torch.Tensor, *args, **kwargs):
-        if self.base_k is None:  # the prefill: one contiguous block
-            self.base_k, self.base_v = k.contiguous(), v.contiguous()
-            b, h, _, d = k.shape
-            self.rec_k, self.rec_v = k.new_empty((b, h, _RECENT, d)), v.new_empty((b, h, _RECENT, d))
-            self.r, self.is_initialized = 0, True
-            return self.base_k, self.base_v
-        q = k.shape[-2]
-        if self.r + q > _RECENT:
-            self._fold()
-        self.rec_k[:, :, self.r : self.r + q] = k
-        self.rec_v[:, :, self.r : self.r + q] = v
-        self.r += q
-        return _Parts(self.base_k, self.rec_k[:, :, : self.r]), _Parts(self.base_v, self.rec_v[:, :, : self.r])
-
-    def _fold(self) -> None:
-        if self.r:
-            self.base_k = torch.cat([self.base_k, self.rec_k[:, :, : self.r]], dim=-2)
-            self.base_v = torch.cat([self.base_v, self.rec_v[:, :, : self.r]], dim=-2)
+        def __init__(self):
+            super().__init__()
+            self.base_k = self.base_v = self.rec_k = self.rec_v = None
             self.r = 0
 
-    def get_seq_length(self) -> int:
-        return 0 if self.base_k is None else self.base_k.shape[-2] + self.r
+        def update(self, k: torch.Tensor, v: torch.Tensor, *args, **kwargs):
+            if self.base_k is None:  # the prefill: one contiguous block
+                self.base_k, self.base_v = k.contiguous(), v.contiguous()
+                b, h, _, d = k.shape
+                self.rec_k, self.rec_v = k.new_empty((b, h, _RECENT, d)), v.new_empty((b, h, _RECENT, d))
+                self.r, self.is_initialized = 0, True
+                return self.base_k, self.base_v
+            q = k.shape[-2]
+            if self.r + q > _RECENT:
+                self._fold()
+            self.rec_k[:, :, self.r : self.r + q] = k
+            self.rec_v[:, :, self.r : self.r + q] = v
+            self.r += q
+            return _Parts(self.base_k, self.rec_k[:, :, : self.r]), _Parts(self.base_v, self.rec_v[:, :, : self.r])
 
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.get_seq_length() + query_length, 0
+        def _fold(self) -> None:
+            if self.r:
+                self.base_k = torch.cat([self.base_k, self.rec_k[:, :, : self.r]], dim=-2)
+                self.base_v = torch.cat([self.base_v, self.rec_v[:, :, : self.r]], dim=-2)
+                self.r = 0
 
-    def get_max_length(self) -> int:
-        return -1
+        def get_seq_length(self) -> int:
+            return 0 if self.base_k is None else self.base_k.shape[-2] + self.r
 
-    def reorder_cache(self, rows: torch.Tensor) -> None:
-        if self.base_k is not None:
-            self._fold()
-            self.base_k, self.base_v = self.base_k.index_select(0, rows), self.base_v.index_select(0, rows)
-            self.rec_k, self.rec_v = self.rec_k.index_select(0, rows), self.rec_v.index_select(0, rows)
+        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+            return self.get_seq_length() + query_length, 0
+
+        def get_max_length(self) -> int:
+            return -1
+
+        def reorder_cache(self, rows: torch.Tensor) -> None:
+            if self.base_k is not None:
+                self._fold()
+                self.base_k, self.base_v = self.base_k.index_select(0, rows), self.base_v.index_select(0, rows)
+                self.rec_k, self.rec_v = self.rec_k.index_select(0, rows), self.rec_v.index_select(0, rows)
+
+    return TwoLevelLayer
+
+
+def new_two_level_layer():
+    """One layer of the CPU decode cache (see `_two_level_class`)."""
+    return _two_level_class()()
 
 
 def _decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
-    """Attention for one new token per row, on a `_TwoLevelLayer` cache, without copying
+    """Attention for one new token per row, on a two-level cache (`_two_level_class`), without copying
     the cache per query head.
 
     Grouped-query models (SmolLM2: 9 query heads on 3 key/value heads) otherwise expand
@@ -518,7 +525,7 @@ class HFEngine:
         except (TypeError, AttributeError):  # older transformers, or a model without a real config
             cache = DynamicCache()
         if getattr(self, "_two_level", False):
-            cache.layers = [_TwoLevelLayer() for _ in range(self.lm.config.num_hidden_layers)]
+            cache.layers = [new_two_level_layer() for _ in range(self.lm.config.num_hidden_layers)]
             cache.layer_class_to_replicate = None
         return cache
 

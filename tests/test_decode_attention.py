@@ -30,7 +30,7 @@ def _decode(model, two_level: bool, steps: int):
     with ctx as on, torch.inference_mode():
         assert on
         if two_level:
-            cache.layers = [sampling._TwoLevelLayer() for _ in range(model.config.num_hidden_layers)]
+            cache.layers = [sampling.new_two_level_layer() for _ in range(model.config.num_hidden_layers)]
             cache.layer_class_to_replicate = None
         else:
             model.config._attn_implementation = "sdpa"
