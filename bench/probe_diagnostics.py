@@ -40,16 +40,8 @@ def _test_table(run: Path) -> probe.Table:
     return probe.table(recs, samples.load_features(path), where=str(path))
 
 
-def _cv(t: probe.Table, inputs: str, lam: float, folds: int = 5, seed: int = 0) -> float:
-    problems = np.unique(t.problem)
-    rng = np.random.default_rng(seed)
-    fold_of = dict(zip(rng.permutation(problems).tolist(), np.arange(len(problems)) % folds))
-    fold = np.array([fold_of[p] for p in t.problem.tolist()])
-    oof = np.zeros(len(t.y))
-    for f in range(folds):
-        held = fold == f
-        oof[held] = probe._fit(probe._subset(t, ~held), inputs, lam).logits(probe._subset(t, held))
-    return probe.within_problem_auc(t.problem, t.y, oof)[0]
+def _cv(t: probe.Table, inputs: str, lam: float) -> float:
+    return probe.within_problem_auc(t.problem, t.y, probe.out_of_fold(t, inputs, lam))[0]
 
 
 def _curve(t: probe.Table, sizes=(25, 50, 100, 200, 400), repeats: int = 3, held_n: int = 100) -> list[dict]:

@@ -214,6 +214,23 @@ def _subset(t: Table, m: np.ndarray) -> Table:
     return Table([k for k, keep in zip(t.keys, m) if keep], t.problem[m], t.y[m], t.conf[m], t.hidden[m])
 
 
+def out_of_fold(t: Table, inputs: str, lam: float, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Each sample's score from a probe fit without its problem: the problems are dealt into `folds`
+    seeded folds, and each fold is scored by a probe fit on the others (a fold whose complement is
+    all right or all wrong scores 0)."""
+    problems = np.unique(t.problem)
+    rng = np.random.default_rng(seed)
+    fold_of = dict(zip(rng.permutation(problems).tolist(), np.arange(len(problems)) % max(2, folds)))
+    fold = np.array([fold_of[p] for p in t.problem.tolist()])
+    oof = np.zeros(len(t.y))
+    for f in np.unique(fold):
+        held = fold == f
+        if t.y[~held].min() == t.y[~held].max():
+            continue
+        oof[held] = _fit(_subset(t, ~held), inputs, lam).logits(_subset(t, held))
+    return oof
+
+
 def fit_probe(t: Table, folds: int = 5, seed: int = 0, inputs: Sequence[str] = INPUTS,
               lambdas: Sequence[float] = LAMBDAS) -> tuple[Probe, list[dict]]:
     """Choose inputs and lambda by cross-validation over the training problems, then refit on all.
@@ -227,19 +244,11 @@ def fit_probe(t: Table, folds: int = 5, seed: int = 0, inputs: Sequence[str] = I
     problems = np.unique(t.problem)
     if t.y.min() == t.y.max():
         raise UserError("the training samples are all right or all wrong: nothing to learn a ranking from")
-    rng = np.random.default_rng(seed)
-    fold_of = dict(zip(rng.permutation(problems).tolist(), np.arange(len(problems)) % max(2, folds)))
-    fold = np.array([fold_of[p] for p in t.problem.tolist()])
     base_auc, mixed = within_problem_auc(t.problem, t.y, t.conf[:, 0])
     rows = []
     for inp in inputs:
         for lam in (lambdas if inp != "confidence" else lambdas[:1]):
-            oof = np.zeros(len(t.y))
-            for f in np.unique(fold):
-                held = fold == f
-                if t.y[~held].min() == t.y[~held].max():
-                    continue
-                oof[held] = _fit(_subset(t, ~held), inp, lam).logits(_subset(t, held))
+            oof = out_of_fold(t, inp, lam, folds, seed)
             wauc, _ = within_problem_auc(t.problem, t.y, oof)
             rows.append({"inputs": inp, "lambda": lam if inp != "confidence" else None, "val_within_problem_auc": wauc,
                          "val_auc": auc(t.y, oof)})
@@ -248,7 +257,7 @@ def fit_probe(t: Table, folds: int = 5, seed: int = 0, inputs: Sequence[str] = I
         raise UserError("no training problem has both right and wrong samples: sample more problems or more per problem")
     best = max(scored, key=lambda r: (r["val_within_problem_auc"], r["lambda"] or 0))
     final = _fit(t, best["inputs"], best["lambda"] or LAMBDAS[0])
-    final.info = {"chosen_by": f"within-problem AUC, {len(np.unique(fold))}-fold cross-validation over the training problems",
+    final.info = {"chosen_by": f"within-problem AUC, {max(2, folds)}-fold cross-validation over the training problems",
                   "val_problems": int(len(problems)), "val_mixed_problems": mixed, "val_solutions": len(t.keys),
                   "all_solutions": len(t.keys), "all_problems": int(len(problems)), "seed": seed,
                   "val_within_problem_auc": best["val_within_problem_auc"], "val_auc": best["val_auc"],
