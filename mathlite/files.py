@@ -93,8 +93,21 @@ def versions() -> dict[str, str]:
     return out
 
 
+def cpu_model() -> dict[str, Any]:
+    """The CPU's name and its bf16 instructions (Linux). A 2048x2048 bf16 matmul on 2 threads ran at ~8x the
+    fp32 rate on a Xeon with AMX and at ~4.4x (784 vs 178 GFLOP/s) on an EPYC with AVX512-BF16 only:
+    throughput numbers from two machines compare only with this beside them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu": platform.processor() or platform.machine()}
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {"cpu": name, "cpu_bf16": [f for f in ("amx_bf16", "avx512_bf16") if f in flags]}
+
+
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    info: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count(), **cpu_model()}
     try:
         import torch  # lazy: run_all.py and the --help paths write summaries without loading torch
 

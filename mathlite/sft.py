@@ -15,14 +15,17 @@ from . import models, trainer
 
 def sft_trainer(model, tok, records: list[dict], checkpoints: str | Path, *, label: str, lr: float, batch_size: int,
                 grad_accum: int, max_steps: int, epochs: float, seed: int, save_steps: int, log_steps: int,
-                max_length: int, peft_config=None, group_by_length: bool = True, callbacks=()) -> SFTTrainer:
+                max_length: int, peft_config=None, group_by_length: bool = True, gradient_checkpointing: bool = False,
+                callbacks=()) -> SFTTrainer:
     """An SFTTrainer over `records` (data.prompt_completion_records) writing checkpoints to `checkpoints`.
     peft_config: a new LoRA adapter to train (recipe 01); None when `model` is a PeftModel already,
     whose adapter is trained as it is (recipe 05).
 
     On CPU the loss is mathlite.trainer's lean loss (the LM head only on the solution tokens, no
     full-vocabulary metrics at every step), the LoRA weights are bf16 on a bf16 base and attention is
-    eager for training; batches are grouped by length (seeded) everywhere (bench/bench_throughput.py)."""
+    eager for training; batches are grouped by length (seeded) everywhere (bench/bench_throughput.py).
+    gradient_checkpointing: on CPU too (the GPU path always has it); the freed heap is handed back to the
+    OS after every CPU step either way (trainer.TrimMemoryCallback)."""
     # transformers 5 names it train_sampling_strategy; 4.x has the boolean group_by_length
     if "train_sampling_strategy" in SFTConfig.__dataclass_fields__:
         grouping = {"train_sampling_strategy": "group_by_length" if group_by_length else "random"}
@@ -31,7 +34,7 @@ def sft_trainer(model, tok, records: list[dict], checkpoints: str | Path, *, lab
     args = trainer.one_device(SFTConfig(
         **trainer.common_training_args(checkpoints, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                                        max_steps=max_steps, epochs=epochs, seed=seed, save_steps=save_steps,
-                                       log_steps=log_steps),
+                                       log_steps=log_steps, gradient_checkpointing=gradient_checkpointing),
         max_length=max_length,
         completion_only_loss=True,  # the loss is on the solution, not on the problem statement
         packing=False,
@@ -48,7 +51,8 @@ def sft_trainer(model, tok, records: list[dict], checkpoints: str | Path, *, lab
         model, peft_config = trainer.sft_model(model, peft_config)
     sft = trainer.lean_sft_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(records),
                                            processing_class=tok, peft_config=peft_config,
-                                           callbacks=[trainer.ProgressCallback(label), *callbacks])
+                                           callbacks=[trainer.ProgressCallback(label), trainer.TrimMemoryCallback(),
+                                                      *callbacks])
     trainer.drop_printer(sft)
     models.settle_trainable_dtypes(sft.model)  # after TRL's bf16 cast of a 4-bit model's LoRA (fp32 on a T4)
     return sft

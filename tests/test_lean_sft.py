@@ -78,3 +78,53 @@ def test_recipe_trainer_trains_and_logs(smol, tmp_path):
     for h in logs:
         assert h["loss"] > 0 and 0 <= h["mean_token_accuracy"] <= 1 and h["entropy"] > 0 and h["num_tokens"] > 0
     assert all(p.dtype == torch.bfloat16 for n, p in sft.model.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.slow
+def test_cpu_preset_checkpointing_trains_the_same_adapter(smol, tmp_path):
+    """The cpu preset recomputes activations in the backward pass (01's peak RAM) and must train exactly
+    the adapter it trains without: same batches, same recomputed forward, same LoRA weights."""
+    _, tok = smol
+    r01 = load_recipe("01_ssft")
+    from mathlite import data
+
+    problems = data.load_problems("synthetic:levels=1-3", "train", limit=8, seed=0)
+    records = data.prompt_completion_records(problems, tok, "steps")
+    weights = {}
+    for gc in (True, False):
+        cfg = r01.Config(**{**r01.PRESETS["smoke"], **r01.PRESETS["cpu"]})
+        assert cfg.gradient_checkpointing, "the cpu preset checkpoints"
+        cfg.max_steps, cfg.log_steps, cfg.gradient_checkpointing = 2, 1, gc
+        torch.manual_seed(0)
+        base = models.load_model(models.OFFLINE_MODEL, quant="none", for_training=True)
+        sft = r01.sft_trainer(cfg, base, tok, records, tmp_path / f"ck{gc}")
+        assert sft.args.gradient_checkpointing is gc
+        assert any(isinstance(c, trainer.TrimMemoryCallback) for c in sft.callback_handler.callbacks)
+        sft.train()
+        assert getattr(sft.model, "is_gradient_checkpointing", False) is gc
+        weights[gc] = {n: p.detach().clone() for n, p in sft.model.named_parameters() if p.requires_grad}
+    assert weights[True].keys() == weights[False].keys() and weights[True]
+    for n, w in weights[True].items():
+        assert torch.equal(w, weights[False][n]), n
+
+
+def test_release_free_memory_returns_freed_heap_to_the_os():
+    """glibc keeps freed small blocks in the heap; release_free_memory hands them back (Linux/glibc only)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("malloc_trim is glibc's")
+
+    def rss_mib():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2**20
+
+    blocks = [bytearray(b"x" * 50_000) for _ in range(6000)]  # ~300 MB below the mmap threshold
+    keep = blocks[-1]
+    del blocks
+    before = rss_mib()
+    trainer.release_free_memory()
+    if trainer._libc is False:
+        pytest.skip("no malloc_trim in this C library")
+    assert rss_mib() < before - 100, (before, rss_mib())
+    assert len(keep) == 50_000

@@ -208,3 +208,15 @@ def test_importing_runs_changes_no_global_state():
             "print(logging.getLogger('bitsandbytes').level)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr[-2000:]
+
+
+def test_machine_names_the_cpu_and_its_bf16_instructions():
+    """Benchmarks record which CPU measured them: bf16 rates differ ~2x between AMX and AVX512-BF16 machines."""
+    from mathlite import files
+
+    info = files.machine()
+    assert info["cpus"] >= 1 and info["cpu"]
+    if sys.platform.startswith("linux"):
+        flags = open("/proc/cpuinfo").read()
+        assert ("amx_bf16" in info["cpu_bf16"]) == (" amx_bf16" in flags)
+        assert set(info["cpu_bf16"]) <= {"amx_bf16", "avx512_bf16"}
