@@ -31,7 +31,9 @@ time and a neighbour's load disturbs it far less, so ratios and roofline shares 
 Roofline share = useful model FLOPs (training 6 x params per token, inference 2 x params per
 token) / the bf16 matmul FLOP rate measured at the start of the run. "ceiling" = 1 / the
 baseline's roofline share: the largest ratio any change could reach against that baseline (ours
-at 100% of the matmul rate); a goal above it cannot be met on this machine. Writes
+at 100% of the matmul rate); a goal above it cannot be met on this machine. For sampling the
+ceiling is the tighter of that and the decode floor (`decode_floor`: one decode step's matmuls
+alone, at 1, 2 and 4 times the engine's batch, the best of them). Writes
 bench/results/throughput.json (bench/results/quick/ with --quick) and prints the table.
 """
 
@@ -420,6 +422,43 @@ def bench_sampling(args, roof: float | None) -> dict:
                  "samples": len(now)}
         _medians(block)
         out[f"n{n}"] = block
+    out["decode_floor"] = {str(r): decode_floor(model, r, cfg, roof, 2 * params)
+                           for r in sorted({args.sample_batch, 2 * args.sample_batch, 4 * args.sample_batch})}
+    return out
+
+
+def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: float, steps: int = 6) -> dict:
+    """The least one decode step of `rows` one-token rows must do, timed alone: every decoder layer's
+    q/k/v/o projections and MLP, the LM head, then ("with_top_p") the engine's top-p draw and log-prob
+    of each row. No attention, cache, norms, rotary or prefill: no engine at this batch size generates
+    tokens faster than "matmuls", so matmuls / engine_before bounds any sampling speed-up from above."""
+    import torch
+
+    from mathlite import sampling
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, model.config.hidden_size, generator=g).to(model.dtype)
+    u = torch.rand(rows, generator=g)
+    out = {}
+    with torch.inference_mode():
+        def matmuls():
+            for layer in model.model.layers:
+                a = layer.self_attn
+                a.q_proj(x), a.k_proj(x), a.v_proj(x), a.o_proj(x)
+                layer.mlp(x)
+            return model.lm_head(x)
+
+        def with_top_p():
+            logits = matmuls().float()
+            sampling._sample_rows(logits, u, cfg.temperature, cfg.top_p), torch.logsumexp(logits, -1)
+
+        for name, step in (("matmuls", matmuls), ("with_top_p", with_top_p)):
+            step()  # warm up
+            with Clock() as c:
+                for _ in range(steps):
+                    step()
+            out[name] = rate(rows * steps, c.wall, c.cpu, flops_per_token, roof)
+            print(f"[bench] decode floor, {rows} rows, {name}: {out[name]['tokens_per_cpu_s']:.0f} tok/CPU-s", flush=True)
     return out
 
 
@@ -577,6 +616,14 @@ def goal_rows(result: dict) -> list[dict]:
             share = rows[-1]["baseline_roofline_share"]
             # the most any change could give: ours at 100% of the measured bf16 matmul rate
             rows[-1]["ceiling_ratio"] = 1 / share if share else None
+            floor = (result.get("sampling") or {}).get("decode_floor") if stage.startswith("sampling") else None
+            if floor:  # a tighter bound: the decode step's matmuls alone, at the best batch size timed
+                best = max(floor, key=lambda r: floor[r]["matmuls"]["tokens_per_cpu_s"])
+                rows[-1]["decode_floor_rows"] = int(best)
+                rows[-1]["decode_floor_ratio"] = {k: v["tokens_per_cpu_s"] / med[base]["tokens_per_cpu_s"]
+                                                  for k, v in floor[best].items()}
+                rows[-1]["ceiling_ratio"] = min(rows[-1]["ceiling_ratio"] or float("inf"),
+                                                rows[-1]["decode_floor_ratio"]["matmuls"])
     return rows
 
 
@@ -604,6 +651,12 @@ def print_table(result: dict) -> None:
                   "-" if r["met"] is None else ("yes" if r["met"] else "NO"), share,
                   f"{r['ceiling_ratio']:.1f}x" if r.get("ceiling_ratio") else "-")
     console.print(t)
+    for r in result.get("goals", []):
+        if r.get("decode_floor_ratio"):
+            f = r["decode_floor_ratio"]
+            console.print(f"{r['stage']}: a decode step's matmuls alone, at {r['decode_floor_rows']} rows, run at "
+                          f"{f['matmuls']:.2f}x {r['baseline']}'s tokens per CPU-second ({f['with_top_p']:.2f}x with "
+                          "the top-p draw): the ceiling for any engine", highlight=False)
     if result.get("peak_rss_01"):
         console.print(f"peak RSS of 01: {result['peak_rss_01']}", highlight=False)
     console.print(f"threads {result['threads']}; load average {result['loadavg_start']} at start, "

@@ -70,3 +70,31 @@ def test_run_all_headline_names_the_worst_goal():
     assert h["metric"].startswith("stage throughput vs baseline: 1 of 3 goals met")
     assert h["ratio"] == pytest.approx(2.5)  # recipe_before: 2.5 / 3 is the furthest from its goal
     assert "throughput" in run_all.BY_NAME
+
+
+def test_sampling_ceiling_is_the_tighter_of_roofline_and_decode_floor():
+    floor = {"136": {"matmuls": {"tokens_per_cpu_s": 1000.0}, "with_top_p": {"tokens_per_cpu_s": 800.0}},
+             "272": {"matmuls": {"tokens_per_cpu_s": 1200.0}, "with_top_p": {"tokens_per_cpu_s": 900.0}}}
+    med = {"engine_now": {"tokens_per_cpu_s": 450.0, "roofline_share": 0.3},
+           "engine_before": {"tokens_per_cpu_s": 400.0, "roofline_share": 0.2}}
+    rows = bt.goal_rows({"sampling": {"n8": {"median": med}, "decode_floor": floor}})
+    (r,) = [r for r in rows if r["baseline"] == "engine_before"]
+    assert r["met"] is False and r["decode_floor_rows"] == 272
+    assert r["decode_floor_ratio"] == {"matmuls": pytest.approx(3.0), "with_top_p": pytest.approx(2.25)}
+    assert r["ceiling_ratio"] == pytest.approx(3.0)  # below the roofline's 1 / 0.2 = 5x
+    med["engine_before"]["roofline_share"] = 0.5
+    (r,) = [r for r in bt.goal_rows({"sampling": {"n8": {"median": med}, "decode_floor": floor}})
+            if r["baseline"] == "engine_before"]
+    assert r["ceiling_ratio"] == pytest.approx(2.0)
+
+
+def test_decode_floor_times_a_step_without_attention(tmp_path):
+    from tiny_qwen import build_tiny_qwen
+
+    from mathlite import models, sampling
+
+    model = models.load_model(str(build_tiny_qwen(tmp_path / "tiny")), quant="none")
+    cfg = sampling.SamplingConfig(n=2, max_new_tokens=4, temperature=0.9, top_p=0.95, seed=0)
+    out = bt.decode_floor(model, 8, cfg, roof=1e12, flops_per_token=1e6, steps=2)
+    for name in ("matmuls", "with_top_p"):
+        assert out[name]["tokens"] == 16 and out[name]["tokens_per_cpu_s"] > 0 and out[name]["roofline_share"] > 0
