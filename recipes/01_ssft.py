@@ -45,7 +45,7 @@ class Config:
     lora_dropout: float = 0.05  # cpu preset: 0 (drawing the dropout masks was ~10% of a CPU step)
     lr: float = 2e-4  # LoRA tolerates a high lr; 1e-4..3e-4 is the usual range
     epochs: float = 1.0
-    max_steps: int = 52  # > 0 overrides epochs (cpu preset: 120 steps x batch 8, 3.2 min on 2 CPU cores)
+    max_steps: int = 52  # > 0 overrides epochs (cpu preset: 120 steps x batch 8, 3.2-6 min on 2 CPU cores)
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int = 512  # prompt + solution tokens; longer examples are truncated
