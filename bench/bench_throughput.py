@@ -393,6 +393,7 @@ def bench_sampling(args, roof: float | None) -> dict:
                             "batch_size": args.sample_batch, "batch_size_before": args.sample_batch_before, "temperature": 0.9, "top_p": 0.95,
                             "greedy_row": True}, "params": params}
     Baseline = _baseline_engine_class()
+    drawn: list = []  # (prompt, generated tokens) of engine_now's first batches: the decode floor's real logits
     for n in args.sample_n:
         cfg = sampling.SamplingConfig(n=n, max_new_tokens=args.max_new_tokens, temperature=0.9, top_p=0.95, seed=0)
         ids = {p.id: sampling._encode(tok, sampling._prompt_fn(tok, None, ())(p)) for p in problems}
@@ -409,7 +410,11 @@ def bench_sampling(args, roof: float | None) -> dict:
                     else:
                         bs = batch_of[variant]  # each engine at its own default batch size
                         eng = (sampling.HFEngine if variant == "engine_now" else Baseline)(model, tok, cfg, batch_size=bs)
-                        gens = [g for b in sampling.plan_batches(problems, ids, cfg, bs) for g in eng.run(b)]
+                        gens = []
+                        for b in sampling.plan_batches(problems, ids, cfg, bs):
+                            gens += eng.run(b)
+                            if variant == "engine_now" and len(drawn) < 4 * args.sample_batch:
+                                drawn += [(u.prompt_ids, g.token_ids) for u, g in zip(b, gens[-len(b):])]
                         tokens = sum(g.tokens for g in gens)
                         texts.setdefault(variant, [g.text for g in gens])
                 res = rate(tokens, c.wall, c.cpu, 2 * params, roof)
@@ -422,16 +427,36 @@ def bench_sampling(args, roof: float | None) -> dict:
                  "samples": len(now)}
         _medians(block)
         out[f"n{n}"] = block
-    out["decode_floor"] = {str(r): decode_floor(model, r, cfg, roof, 2 * params)
-                           for r in sorted({args.sample_batch, 2 * args.sample_batch, 4 * args.sample_batch})}
+    sizes = sorted({args.sample_batch, 2 * args.sample_batch, 4 * args.sample_batch})
+    logits = drawn_logits(model, drawn, max(sizes))
+    out["decode_floor"] = {str(r): decode_floor(model, r, cfg, roof, 2 * params, logits) for r in sizes}
     return out
 
 
-def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: float, steps: int = 6) -> dict:
-    """The least one decode step of `rows` one-token rows must do, timed alone: every decoder layer's
-    q/k/v/o projections and MLP, the LM head, then ("with_top_p") the engine's top-p draw and log-prob
-    of each row. No attention, cache, norms, rotary or prefill: no engine at this batch size generates
-    tokens faster than "matmuls", so matmuls / engine_before bounds any sampling speed-up from above."""
+def drawn_logits(model, drawn, rows: int):
+    """The logits the engine drew its tokens from: (prompt, generated tokens) pairs run through the model
+    again, the position before each generated token, up to `rows` rows (cycled if fewer)."""
+    import torch
+
+    got = []
+    with torch.inference_mode():
+        for prompt, toks in drawn:
+            if sum(len(x) for x in got) >= rows:
+                break
+            if toks:
+                ids = torch.tensor([list(prompt) + list(toks)])
+                got.append(model(input_ids=ids).logits[0, len(prompt) - 1 : ids.shape[1] - 1].float())
+    logits = torch.cat(got)
+    return logits.repeat((rows + len(logits) - 1) // len(logits), 1)[:rows]
+
+
+def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: float, logits, steps: int = 6) -> dict:
+    """The least one decode step of `rows` one-token rows must do, timed alone: "matmuls" is every decoder
+    layer's q/k/v/o projections and MLP and the LM head; "with_top_p" adds the engine's top-p draw and
+    log-normalizer on `logits` that the engine really drew from (drawn_logits: random hidden states give
+    flat logits, and top-p then sorts the whole vocabulary). No attention, cache, norms, rotary or prefill:
+    no engine at this batch size generates tokens faster, so floor / engine_before bounds any sampling
+    speed-up from above."""
     import torch
 
     from mathlite import sampling
@@ -439,26 +464,31 @@ def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: flo
     g = torch.Generator().manual_seed(0)
     x = torch.randn(rows, model.config.hidden_size, generator=g).to(model.dtype)
     u = torch.rand(rows, generator=g)
-    out = {}
+    logits = logits[:rows]
+
+    def matmuls():
+        for layer in model.model.layers:
+            a = layer.self_attn
+            a.q_proj(x), a.k_proj(x), a.v_proj(x), a.o_proj(x)
+            layer.mlp(x)
+        return model.lm_head(x).float()
+
+    def top_p():
+        sampling._sample_rows(logits, u, cfg.temperature, cfg.top_p), torch.logsumexp(logits, -1)
+
+    clocks = {}
     with torch.inference_mode():
-        def matmuls():
-            for layer in model.model.layers:
-                a = layer.self_attn
-                a.q_proj(x), a.k_proj(x), a.v_proj(x), a.o_proj(x)
-                layer.mlp(x)
-            return model.lm_head(x)
-
-        def with_top_p():
-            logits = matmuls().float()
-            sampling._sample_rows(logits, u, cfg.temperature, cfg.top_p), torch.logsumexp(logits, -1)
-
-        for name, step in (("matmuls", matmuls), ("with_top_p", with_top_p)):
+        for name, step in (("matmuls", matmuls), ("top_p", top_p)):
             step()  # warm up
             with Clock() as c:
                 for _ in range(steps):
                     step()
-            out[name] = rate(rows * steps, c.wall, c.cpu, flops_per_token, roof)
-            print(f"[bench] decode floor, {rows} rows, {name}: {out[name]['tokens_per_cpu_s']:.0f} tok/CPU-s", flush=True)
+            clocks[name] = c
+    out = {"matmuls": rate(rows * steps, clocks["matmuls"].wall, clocks["matmuls"].cpu, flops_per_token, roof),
+           "with_top_p": rate(rows * steps, clocks["matmuls"].wall + clocks["top_p"].wall,
+                              clocks["matmuls"].cpu + clocks["top_p"].cpu, flops_per_token, roof)}
+    for name, r in out.items():
+        print(f"[bench] decode floor, {rows} rows, {name}: {r['tokens_per_cpu_s']:.0f} tok/CPU-s", flush=True)
     return out
 
 

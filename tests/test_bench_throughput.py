@@ -89,12 +89,19 @@ def test_sampling_ceiling_is_the_tighter_of_roofline_and_decode_floor():
 
 
 def test_decode_floor_times_a_step_without_attention(tmp_path):
+    import torch
     from tiny_qwen import build_tiny_qwen
 
     from mathlite import models, sampling
 
     model = models.load_model(str(build_tiny_qwen(tmp_path / "tiny")), quant="none")
     cfg = sampling.SamplingConfig(n=2, max_new_tokens=4, temperature=0.9, top_p=0.95, seed=0)
-    out = bt.decode_floor(model, 8, cfg, roof=1e12, flops_per_token=1e6, steps=2)
+    logits = bt.drawn_logits(model, [((1, 2, 3), (4, 5)), ((6, 7), ())], rows=8)
+    assert logits.shape == (8, model.config.vocab_size) and torch.equal(logits[0], logits[2])  # 2 positions, cycled
+    with torch.inference_mode():
+        ref = model(input_ids=torch.tensor([[1, 2, 3, 4, 5]])).logits[0, 2:4].float()
+    assert torch.allclose(logits[:2], ref)  # the positions that drew tokens 4 and 5
+    out = bt.decode_floor(model, 8, cfg, roof=1e12, flops_per_token=1e6, logits=logits, steps=2)
     for name in ("matmuls", "with_top_p"):
         assert out[name]["tokens"] == 16 and out[name]["tokens_per_cpu_s"] > 0 and out[name]["roofline_share"] > 0
+    assert out["with_top_p"]["cpu_s"] >= out["matmuls"]["cpu_s"]
