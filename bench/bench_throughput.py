@@ -682,7 +682,7 @@ def print_table(result: dict) -> None:
                   f"{r['ceiling_ratio']:.1f}x" if r.get("ceiling_ratio") else "-")
     console.print(t)
     for r in result.get("goals", []):
-        if r.get("decode_floor_ratio"):
+        if r.get("decode_floor_ratio") and r["goal"] is not None:
             f = r["decode_floor_ratio"]
             console.print(f"{r['stage']}: a decode step's matmuls alone, at {r['decode_floor_rows']} rows, run at "
                           f"{f['matmuls']:.2f}x {r['baseline']}'s tokens per CPU-second ({f['with_top_p']:.2f}x with "

@@ -15,7 +15,7 @@ from . import models, trainer
 
 def sft_trainer(model, tok, records: list[dict], checkpoints: str | Path, *, label: str, lr: float, batch_size: int,
                 grad_accum: int, max_steps: int, epochs: float, seed: int, save_steps: int, log_steps: int,
-                max_length: int, peft_config=None, group_by_length: bool = True, gradient_checkpointing: bool = False,
+                max_length: int, peft_config=None, group_by_length: bool = True, gradient_checkpointing: int = 0,
                 callbacks=()) -> SFTTrainer:
     """An SFTTrainer over `records` (data.prompt_completion_records) writing checkpoints to `checkpoints`.
     peft_config: a new LoRA adapter to train (recipe 01); None when `model` is a PeftModel already,
@@ -24,7 +24,8 @@ def sft_trainer(model, tok, records: list[dict], checkpoints: str | Path, *, lab
     On CPU the loss is mathlite.trainer's lean loss (the LM head only on the solution tokens, no
     full-vocabulary metrics at every step), the LoRA weights are bf16 on a bf16 base and attention is
     eager for training; batches are grouped by length (seeded) everywhere (bench/bench_throughput.py).
-    gradient_checkpointing: on CPU too (the GPU path always has it); the freed heap is handed back to the
+    gradient_checkpointing: on CPU too, every n-th decoder layer recomputes its activations in the
+    backward pass (0: none; the GPU path checkpoints every layer); the freed heap is handed back to the
     OS after every CPU step either way (trainer.TrimMemoryCallback)."""
     # transformers 5 names it train_sampling_strategy; 4.x has the boolean group_by_length
     if "train_sampling_strategy" in SFTConfig.__dataclass_fields__:

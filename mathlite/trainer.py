@@ -154,20 +154,33 @@ def finished_training(sft, ckpt: str) -> bool:
     return True
 
 
+def _checkpoints_some_layers() -> bool:
+    """Whether this transformers can checkpoint every n-th decoder layer only (5.x: `every_n_layers`)."""
+    import inspect
+
+    from transformers import PreTrainedModel
+
+    enable = getattr(PreTrainedModel, "activation_checkpointing_enable", None) or PreTrainedModel.gradient_checkpointing_enable
+    return "every_n_layers" in inspect.signature(enable).parameters
+
+
 def common_training_args(out_dir: str | Path, *, lr: float, batch_size: int, grad_accum: int, max_steps: int,
                          epochs: float, seed: int, save_steps: int, log_steps: int, warmup_ratio: float = 0.03,
-                         gradient_checkpointing: bool = False) -> dict:
+                         gradient_checkpointing: int = 0) -> dict:
     """TrainingArguments fields shared by the recipes; GPU-only options switched on only on GPU.
     MATHLITE_GPU_PATH=1 takes the GPU presets' options (paged 8-bit AdamW, gradient checkpointing)
     on CPU too, so that CI rehearses that path (bitsandbytes' paged optimizer falls back on CPU).
-    gradient_checkpointing: recompute each layer's activations in the backward pass on CPU too
-    (always on for the GPU path)."""
+    gradient_checkpointing: on CPU too, recompute the activations of every n-th decoder layer in the
+    backward pass (0: none, 1: every layer, 2: every other one; the GPU path always checkpoints every layer)."""
     from .models import cuda_bf16
     from .models import gpu_path as _gpu_path
 
     on_gpu = torch.cuda.is_available()
     gpu_path = _gpu_path()
     bf16 = cuda_bf16()  # compute capability >= 8.0; a T4 trains in fp16
+    every_n = 1 if gpu_path else int(gradient_checkpointing)
+    if every_n > 1 and not _checkpoints_some_layers():
+        every_n = 1  # transformers < 5 checkpoints all layers or none: the RAM bound holds, at a lower speed
     return dict(
         output_dir=str(out_dir),
         learning_rate=lr,
@@ -189,8 +202,9 @@ def common_training_args(out_dir: str | Path, *, lr: float, batch_size: int, gra
         fp16=on_gpu and not bf16,  # T4: no bf16
         # paged 8-bit AdamW keeps optimizer state small and spills to CPU memory on spikes (needs CUDA)
         optim="paged_adamw_8bit" if gpu_path else "adamw_torch",
-        gradient_checkpointing=gpu_path or gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if gpu_path or gradient_checkpointing else None,
+        gradient_checkpointing=bool(every_n),
+        gradient_checkpointing_kwargs=({"use_reentrant": False, **({"every_n_layers": every_n} if every_n > 1 else {})}
+                                       if every_n else None),
         dataloader_num_workers=0,
         use_cpu=not on_gpu,
         include_num_input_tokens_seen="non_padding",

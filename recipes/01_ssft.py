@@ -50,9 +50,9 @@ class Config:
     grad_accum: int = 1
     max_length: int = 512  # prompt + solution tokens; longer examples are truncated
     group_by_length: bool = True  # batches of similar lengths (seeded): less padding, same data
-    # recompute activations in the backward pass instead of keeping them: on CPU (cpu preset) it roughly halves
-    # 01's peak RAM for ~0.87x the training speed and the same adapter (README); always on for GPU presets
-    gradient_checkpointing: bool = False
+    # recompute the activations of every n-th decoder layer in the backward pass instead of keeping them (0: none,
+    # 1: all, 2: every other layer): less RAM for less speed, the same adapter (README); GPU presets: every layer
+    gradient_checkpointing: int = 0
     max_new_tokens: int = 160  # for the before/after greedy check
     quant: models.Quant = "auto"  # 4bit on CUDA (QLoRA), none (bf16) on CPU
     save_steps: int = 25
@@ -69,13 +69,13 @@ PRESETS = {
                   lora_r=8, lora_alpha=16, save_steps=2, log_steps=1),
     # lr measured on this preset (greedy on the 60 held-out problems after 52 steps): 2e-4 16.7%, 5e-4 28.3%,
     # 1e-3 30.0%. A short run on a small model wants a high LoRA lr; the GPU presets keep 2e-4 / 1e-4.
-    "cpu": dict(lr=1e-3, lora_dropout=0.0, max_steps=120, gradient_checkpointing=True),
+    "cpu": dict(lr=1e-3, lora_dropout=0.0, max_steps=120, gradient_checkpointing=2),
     # the powered chain (run_all --preset powered, 3 seeds): the cpu SSFT once per seed; the base model's
     # greedy score is the same for every seed, so it is not measured again
     # 500 test problems (the synthetic test split has 200 unless told), and 200 train problems kept out of SSFT for
     # the evaluator: a probe trained on the SSFT's own training problems did not carry over to new ones (README)
     "powered": dict(data="synthetic:levels=1-3,n_train=2200,n_test=500", val_size=200, lr=1e-3, lora_dropout=0.0,
-                    max_steps=120, eval_before=False, gradient_checkpointing=True),
+                    max_steps=120, eval_before=False, gradient_checkpointing=2),
     "t4": dict(model="Qwen/Qwen2.5-1.5B", data="math-paper", style="math", train_size=None, eval_size=100,
                max_steps=-1, epochs=2.0, batch_size=4, grad_accum=4, max_length=1024, max_new_tokens=512,
                lora_r=16, lora_alpha=32, save_steps=200, log_steps=20),

@@ -82,30 +82,33 @@ def test_recipe_trainer_trains_and_logs(smol, tmp_path):
 
 @pytest.mark.slow
 def test_cpu_preset_checkpointing_trains_the_same_adapter(smol, tmp_path):
-    """The cpu preset recomputes activations in the backward pass (01's peak RAM) and must train exactly
-    the adapter it trains without: same batches, same recomputed forward, same LoRA weights."""
+    """The cpu preset recomputes the activations of every other layer in the backward pass (01's peak RAM) and
+    must train exactly the adapter it trains without, or with every layer checkpointed: same batches, same
+    recomputed forward, same LoRA weights."""
     _, tok = smol
     r01 = load_recipe("01_ssft")
     from mathlite import data
 
     problems = data.load_problems("synthetic:levels=1-3", "train", limit=8, seed=0)
     records = data.prompt_completion_records(problems, tok, "steps")
+    assert r01.Config(**{**r01.PRESETS["smoke"], **r01.PRESETS["cpu"]}).gradient_checkpointing == 2
     weights = {}
-    for gc in (True, False):
+    for every in (2, 1, 0):
         cfg = r01.Config(**{**r01.PRESETS["smoke"], **r01.PRESETS["cpu"]})
-        assert cfg.gradient_checkpointing, "the cpu preset checkpoints"
-        cfg.max_steps, cfg.log_steps, cfg.gradient_checkpointing = 2, 1, gc
+        cfg.max_steps, cfg.log_steps, cfg.gradient_checkpointing = 2, 1, every
         torch.manual_seed(0)
         base = models.load_model(models.OFFLINE_MODEL, quant="none", for_training=True)
-        sft = r01.sft_trainer(cfg, base, tok, records, tmp_path / f"ck{gc}")
-        assert sft.args.gradient_checkpointing is gc
+        sft = r01.sft_trainer(cfg, base, tok, records, tmp_path / f"ck{every}")
+        assert sft.args.gradient_checkpointing is bool(every)
         assert any(isinstance(c, trainer.TrimMemoryCallback) for c in sft.callback_handler.callbacks)
         sft.train()
-        assert getattr(sft.model, "is_gradient_checkpointing", False) is gc
-        weights[gc] = {n: p.detach().clone() for n, p in sft.model.named_parameters() if p.requires_grad}
-    assert weights[True].keys() == weights[False].keys() and weights[True]
-    for n, w in weights[True].items():
-        assert torch.equal(w, weights[False][n]), n
+        layers = sft.model.get_base_model().model.layers
+        checkpointed = sum(bool(getattr(layer, "gradient_checkpointing", False)) for layer in layers)
+        assert checkpointed == {0: 0, 1: len(layers), 2: len(layers) // 2}[every], (every, checkpointed)
+        weights[every] = {n: p.detach().clone() for n, p in sft.model.named_parameters() if p.requires_grad}
+    assert weights[2].keys() == weights[0].keys() == weights[1].keys() and weights[0]
+    for n, w in weights[0].items():
+        assert torch.equal(w, weights[1][n]) and torch.equal(w, weights[2][n]), n
 
 
 def test_release_free_memory_returns_freed_heap_to_the_os():
