@@ -103,3 +103,20 @@ def test_multi_gpu_host_trains_on_one_device():
         fixed = trainer.one_device(args(tmp))
         assert fixed.n_gpu == 1 and fixed.train_batch_size == 2
         SFTTrainer(model=model, args=fixed, train_dataset=ds, processing_class=tok)  # no error
+
+
+def test_checkpointing_every_nth_layer_and_its_fallback(monkeypatch):
+    """gradient_checkpointing=n reaches TrainingArguments as transformers' every_n_layers; a transformers
+    without it (4.x) checkpoints every layer instead (its checkpoint function would reject the key)."""
+    from mathlite import trainer
+
+    monkeypatch.setattr(models, "gpu_path", lambda: False)  # the CPU path: the GPU path checkpoints every layer
+    common = dict(lr=1e-4, batch_size=1, grad_accum=1, max_steps=1, epochs=1.0, seed=0, save_steps=1, log_steps=1)
+    none = trainer.common_training_args("out", **common)
+    assert none["gradient_checkpointing"] is False and none["gradient_checkpointing_kwargs"] is None
+    every2 = trainer.common_training_args("out", gradient_checkpointing=2, **common)
+    assert every2["gradient_checkpointing"] is True
+    assert every2["gradient_checkpointing_kwargs"] == {"use_reentrant": False, "every_n_layers": 2}
+    monkeypatch.setattr(trainer, "_checkpoints_some_layers", lambda: False)
+    fallback = trainer.common_training_args("out", gradient_checkpointing=2, **common)
+    assert fallback["gradient_checkpointing"] is True and fallback["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
