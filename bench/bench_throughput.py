@@ -413,7 +413,7 @@ def bench_sampling(args, roof: float | None) -> dict:
                         gens = []
                         for b in sampling.plan_batches(problems, ids, cfg, bs):
                             gens += eng.run(b)
-                            if variant == "engine_now" and len(drawn) < 4 * args.sample_batch:
+                            if variant == "engine_now" and not drawn:  # one batch: rows x ~40 positions
                                 drawn += [(u.prompt_ids, g.token_ids) for u, g in zip(b, gens[-len(b):])]
                         tokens = sum(g.tokens for g in gens)
                         texts.setdefault(variant, [g.text for g in gens])
@@ -438,14 +438,15 @@ def drawn_logits(model, drawn, rows: int):
     again, the position before each generated token, up to `rows` rows (cycled if fewer)."""
     import torch
 
-    got = []
+    got, n = [], 0
     with torch.inference_mode():
         for prompt, toks in drawn:
-            if sum(len(x) for x in got) >= rows:
+            if n >= rows:
                 break
             if toks:
                 ids = torch.tensor([list(prompt) + list(toks)])
                 got.append(model(input_ids=ids).logits[0, len(prompt) - 1 : ids.shape[1] - 1].float())
+                n += len(toks)
     logits = torch.cat(got)
     return logits.repeat((rows + len(logits) - 1) // len(logits), 1)[:rows]
 

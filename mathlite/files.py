@@ -101,9 +101,12 @@ def cpu_model() -> dict[str, Any]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return {"cpu": platform.processor() or platform.machine()}
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return {"cpu": name, "cpu_bf16": [f for f in ("amx_bf16", "avx512_bf16") if f in flags]}
+    first = {}  # the first processor's fields
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        first.setdefault(key.strip(), value.strip())
+    flags = first.get("flags", "").split()
+    return {"cpu": first.get("model name", "?"), "cpu_bf16": [f for f in ("amx_bf16", "avx512_bf16") if f in flags]}
 
 
 def machine() -> dict[str, Any]:

@@ -93,17 +93,21 @@ def greedy_check(model, tok, problems, cfg, label: str) -> float:
     return summary["accuracy"]
 
 
+def sft_args(cfg) -> dict:
+    """mathlite.sft.sft_trainer's settings from this recipe's config: one place for main and the benchmark."""
+    return dict(label="SSFT", lr=cfg.lr, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                max_steps=cfg.max_steps, epochs=cfg.epochs, seed=cfg.seed, save_steps=cfg.save_steps,
+                log_steps=cfg.log_steps, max_length=cfg.max_length,
+                peft_config=models.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
+                group_by_length=cfg.group_by_length, gradient_checkpointing=cfg.gradient_checkpointing)
+
+
 def sft_trainer(cfg, model, tok, records, ckpt_dir, callbacks=()):
     """This recipe's trainer (bench/bench_throughput.py times this very object): TRL's SFTTrainer as
     mathlite.sft builds it (lean loss on CPU, bf16 LoRA on a bf16 base, batches grouped by length)."""
     from mathlite import sft as sft_lib
 
-    return sft_lib.sft_trainer(
-        model, tok, records, ckpt_dir, label="SSFT", lr=cfg.lr, batch_size=cfg.batch_size,
-        grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, epochs=cfg.epochs, seed=cfg.seed,
-        save_steps=cfg.save_steps, log_steps=cfg.log_steps, max_length=cfg.max_length,
-        peft_config=models.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
-        group_by_length=cfg.group_by_length, gradient_checkpointing=cfg.gradient_checkpointing, callbacks=callbacks)
+    return sft_lib.sft_trainer(model, tok, records, ckpt_dir, callbacks=callbacks, **sft_args(cfg))
 
 
 def main(argv):
@@ -151,12 +155,7 @@ def main(argv):
     metrics["seconds_eval_before"] = t_before["seconds"]
 
     with runs.timer() as t_train:
-        sft, result = generator.train_generator(
-            model, tok, records, out / "checkpoints", tag="[01]", label="SSFT", lr=cfg.lr, batch_size=cfg.batch_size,
-            grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, epochs=cfg.epochs, seed=cfg.seed,
-            save_steps=cfg.save_steps, log_steps=cfg.log_steps, max_length=cfg.max_length,
-            peft_config=models.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
-            group_by_length=cfg.group_by_length, gradient_checkpointing=cfg.gradient_checkpointing)
+        sft, result = generator.train_generator(model, tok, records, out / "checkpoints", tag="[01]", **sft_args(cfg))
         metrics.update({k: v for k, v in result.items() if isinstance(v, (int, float))})
     metrics["seconds_train"] = t_train["seconds"]
     metrics["steps"] = sft.state.global_step
