@@ -32,8 +32,9 @@ Roofline share = useful model FLOPs (training 6 x params per token, inference 2 
 token) / the bf16 matmul FLOP rate measured at the start of the run. "ceiling" = 1 / the
 baseline's roofline share: the largest ratio any change could reach against that baseline (ours
 at 100% of the matmul rate); a goal above it cannot be met on this machine. For sampling the
-ceiling is the tighter of that and the decode floor (`decode_floor`: one decode step's matmuls
-alone, at 1, 2 and 4 times the engine's batch, the best of them). Writes
+ceiling is the tighter of that and the decode floor (`decode_floor`: the least work of one decode
+step, its matmuls, fused attention over the mean cache length and one log-normalizer per row, at 1,
+2 and 4 times the engine's batch, the best of them). Writes
 bench/results/throughput.json (bench/results/quick/ with --quick) and prints the table.
 """
 
@@ -429,8 +430,16 @@ def bench_sampling(args, roof: float | None) -> dict:
         out[f"n{n}"] = block
     sizes = sorted({args.sample_batch, 2 * args.sample_batch, 4 * args.sample_batch})
     logits = drawn_logits(model, drawn, max(sizes))
-    out["decode_floor"] = {str(r): decode_floor(model, r, cfg, roof, 2 * params, logits) for r in sizes}
+    kv_len = mean_kv_len(drawn)
+    out["decode_floor"] = {str(r): decode_floor(model, r, cfg, roof, 2 * params, logits, kv_len=kv_len) for r in sizes}
     return out
+
+
+def mean_kv_len(drawn) -> int:
+    """The mean number of cached positions a decode step attends to over the drawn rows: a row's
+    step i (i = 0, 1, ...) reads its prompt and its first i generated tokens, plus the new one."""
+    lens = [len(prompt) + i + 1 for prompt, toks in drawn for i in range(len(toks))]
+    return round(sum(lens) / len(lens)) if lens else 1
 
 
 def drawn_logits(model, drawn, rows: int):
@@ -451,14 +460,26 @@ def drawn_logits(model, drawn, rows: int):
     return logits.repeat((rows + len(logits) - 1) // len(logits), 1)[:rows]
 
 
-def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: float, logits, steps: int = 6) -> dict:
-    """The least one decode step of `rows` one-token rows must do, timed alone: "matmuls" is every decoder
-    layer's q/k/v/o projections and MLP and the LM head; "with_top_p" adds the engine's top-p draw and
-    log-normalizer on `logits` that the engine really drew from (drawn_logits: random hidden states give
-    flat logits, and top-p then sorts the whole vocabulary). No attention, cache, norms, rotary or prefill:
-    no engine at this batch size generates tokens faster, so floor / engine_before bounds any sampling
-    speed-up from above."""
+def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: float, logits, steps: int = 6,
+                 kv_len: int | None = None) -> dict:
+    """The least one decode step of `rows` one-token rows must do, each part timed alone:
+
+      matmuls     every decoder layer's q/k/v/o projections and MLP, and the LM head
+      attention   (with `kv_len`) each layer's one-token query against `kv_len` cached keys and values,
+                  the faster of PyTorch's fused SDPA (grouped-query) and one matmul per key/value head
+                  for its group of query heads, as the engine does; contiguous cache, no copies, no mask
+      normalizer  one log-sum-exp over each row's full-vocabulary logits: an exact temperature / top-p
+                  draw cannot know a token's probability without it
+      top_p       the engine's own top-p draw and its log-normalizer for the token log-probs, on the
+                  `logits` the engine really drew from (drawn_logits: random hidden states give flat
+                  logits, and top-p then sorts the whole vocabulary)
+
+    Reported as "matmuls", "with_top_p" (matmuls + top_p), and with `kv_len` also "least_work" (matmuls
+    + attention + normalizer: what every engine must do, however written) and "with_attention_and_top_p".
+    No norms, rotary, cache writes, prefill or Python: no engine at this batch size generates tokens
+    faster than "least_work", so least_work / engine_before bounds any sampling speed-up from above."""
     import torch
+    import torch.nn.functional as F
 
     from mathlite import sampling
 
@@ -466,6 +487,12 @@ def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: flo
     x = torch.randn(rows, model.config.hidden_size, generator=g).to(model.dtype)
     u = torch.rand(rows, generator=g)
     logits = logits[:rows]
+    c = model.config
+    hq, hk = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    d = getattr(c, "head_dim", None) or c.hidden_size // hq
+    if kv_len:
+        q = torch.randn(rows, hq, 1, d, generator=g).to(model.dtype)
+        kv = [torch.randn(rows, hk, kv_len, d, generator=g).to(model.dtype) for _ in range(2)]
 
     def matmuls():
         for layer in model.model.layers:
@@ -474,22 +501,49 @@ def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: flo
             layer.mlp(x)
         return model.lm_head(x).float()
 
+    def attention_sdpa():
+        for _ in model.model.layers:
+            F.scaled_dot_product_attention(q, kv[0], kv[1], enable_gqa=hq != hk)
+
+    def attention_grouped():  # each key/value head against its group of query heads, one matmul per side
+        for _ in model.model.layers:
+            s = torch.matmul(q.reshape(rows, hk, hq // hk, d), kv[0].transpose(-1, -2)).float() * d ** -0.5
+            torch.matmul(torch.softmax(s, dim=-1).to(kv[1].dtype), kv[1])
+
+    def normalizer():
+        torch.logsumexp(logits, -1)
+
     def top_p():
         sampling._sample_rows(logits, u, cfg.temperature, cfg.top_p), torch.logsumexp(logits, -1)
 
+    parts = {"matmuls": matmuls, "top_p": top_p}
+    if kv_len:
+        parts.update(attention_sdpa=attention_sdpa, attention_grouped=attention_grouped, normalizer=normalizer)
     clocks = {}
     with torch.inference_mode():
-        for name, step in (("matmuls", matmuls), ("top_p", top_p)):
+        for name, step in parts.items():
             step()  # warm up
-            with Clock() as c:
+            with Clock() as clock:
                 for _ in range(steps):
                     step()
-            clocks[name] = c
-    out = {"matmuls": rate(rows * steps, clocks["matmuls"].wall, clocks["matmuls"].cpu, flops_per_token, roof),
-           "with_top_p": rate(rows * steps, clocks["matmuls"].wall + clocks["top_p"].wall,
-                              clocks["matmuls"].cpu + clocks["top_p"].cpu, flops_per_token, roof)}
+            clocks[name] = clock
+    if kv_len:  # the faster of the two ways (on some CPUs SDPA's one-token-query kernel is ~10x slower)
+        fastest = min(("attention_sdpa", "attention_grouped"), key=lambda n: clocks[n].cpu)
+        clocks["attention"] = clocks[fastest]
+
+    def combined(*names):
+        return rate(rows * steps, sum(clocks[n].wall for n in names), sum(clocks[n].cpu for n in names),
+                    flops_per_token, roof)
+
+    out = {"matmuls": combined("matmuls"), "with_top_p": combined("matmuls", "top_p")}
+    if kv_len:
+        out["least_work"] = combined("matmuls", "attention", "normalizer")
+        out["with_attention_and_top_p"] = combined("matmuls", "attention", "top_p")
+        out["kv_len"] = kv_len
+        out["attention_cpu_s"] = {n: clocks[f"attention_{n}"].cpu for n in ("sdpa", "grouped")}
     for name, r in out.items():
-        print(f"[bench] decode floor, {rows} rows, {name}: {r['tokens_per_cpu_s']:.0f} tok/CPU-s", flush=True)
+        if isinstance(r, dict) and "tokens_per_cpu_s" in r:
+            print(f"[bench] decode floor, {rows} rows, {name}: {r['tokens_per_cpu_s']:.0f} tok/CPU-s", flush=True)
     return out
 
 
@@ -648,13 +702,17 @@ def goal_rows(result: dict) -> list[dict]:
             # the most any change could give: ours at 100% of the measured bf16 matmul rate
             rows[-1]["ceiling_ratio"] = 1 / share if share else None
             floor = (result.get("sampling") or {}).get("decode_floor") if stage.startswith("sampling") else None
-            if floor:  # a tighter bound: the decode step's matmuls alone, at the best batch size timed
-                best = max(floor, key=lambda r: floor[r]["matmuls"]["tokens_per_cpu_s"])
+            if floor:  # a tighter bound: the least work of a decode step, at the best batch size timed
+                bound = "least_work" if all("least_work" in f for f in floor.values()) else "matmuls"
+                best = max(floor, key=lambda r: floor[r][bound]["tokens_per_cpu_s"])
                 rows[-1]["decode_floor_rows"] = int(best)
+                rows[-1]["decode_floor_bound"] = bound
                 rows[-1]["decode_floor_ratio"] = {k: v["tokens_per_cpu_s"] / med[base]["tokens_per_cpu_s"]
-                                                  for k, v in floor[best].items()}
+                                                  for k, v in floor[best].items() if isinstance(v, dict) and "tokens_per_cpu_s" in v}
+                if "kv_len" in floor[best]:
+                    rows[-1]["decode_floor_kv_len"] = floor[best]["kv_len"]
                 rows[-1]["ceiling_ratio"] = min(rows[-1]["ceiling_ratio"] or float("inf"),
-                                                rows[-1]["decode_floor_ratio"]["matmuls"])
+                                                rows[-1]["decode_floor_ratio"][bound])
     return rows
 
 
@@ -685,9 +743,14 @@ def print_table(result: dict) -> None:
     for r in result.get("goals", []):
         if r.get("decode_floor_ratio") and r["goal"] is not None:
             f = r["decode_floor_ratio"]
-            console.print(f"{r['stage']}: a decode step's matmuls alone, at {r['decode_floor_rows']} rows, run at "
-                          f"{f['matmuls']:.2f}x {r['baseline']}'s tokens per CPU-second ({f['with_top_p']:.2f}x with "
-                          "the top-p draw): the ceiling for any engine", highlight=False)
+            line = (f"{r['stage']}: a decode step at {r['decode_floor_rows']} rows, each part timed alone, against "
+                    f"{r['baseline']}'s tokens per CPU-second: matmuls {f['matmuls']:.2f}x, + the engine's top-p draw "
+                    f"{f['with_top_p']:.2f}x")
+            if "least_work" in f:
+                line += (f"; + fused attention over {r.get('decode_floor_kv_len')} cached positions and one "
+                         f"log-normalizer (the least work of any exact sampler) {f['least_work']:.2f}x, with the "
+                         f"engine's draw instead {f['with_attention_and_top_p']:.2f}x")
+            console.print(line + f": the ceiling for any engine is {r['ceiling_ratio']:.2f}x", highlight=False)
     if result.get("peak_rss_01"):
         console.print(f"peak RSS of 01: {result['peak_rss_01']}", highlight=False)
     console.print(f"threads {result['threads']}; load average {result['loadavg_start']} at start, "

@@ -3,6 +3,7 @@
     python bench/run_all.py                        # all four, full size
     python bench/run_all.py --quick                # small sizes; results under bench/results/quick/
     python bench/run_all.py --only grading,scr_cost
+    python bench/run_all.py --only throughput --threads 2   # the throughput table on every core of a 2-core machine
     python bench/run_all.py --scr-report runs/cpu/report   # SCR cost from a real run, not simulated
 
 Each benchmark runs as its own subprocess (a crash, an import error or a timeout in one is
@@ -279,6 +280,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(BY_NAME)}")
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run); results go to bench/results/quick/")
     ap.add_argument("--scr-report", help="pass --report DIR to bench_scr_cost.py (a real run instead of simulated)")
+    ap.add_argument("--threads", type=int, help="torch threads, passed to every benchmark that offers --threads "
+                    "(default: each one's own; the recipes use every core)")
     ap.add_argument("--timeout-s", type=float, default=3600, help="per benchmark (default 3600)")
     ap.add_argument("--out-dir", type=Path, help="where results and summary.json go (default bench/results[/quick])")
     args = ap.parse_args(argv)
@@ -306,6 +309,7 @@ def main(argv=None) -> int:
             summary["benchmarks"][b.name] = previous(b, out_dir)
             continue
         extra = ["--report", args.scr_report] if b.name == "scr_cost" and args.scr_report else []
+        extra += ["--threads", str(args.threads)] if args.threads else []
         try:
             rec = run_bench(b, out_dir, args.quick, extra, args.timeout_s)
         except Exception as e:  # noqa: BLE001 - the runner itself must not stop the sequence

@@ -88,7 +88,29 @@ def test_sampling_ceiling_is_the_tighter_of_roofline_and_decode_floor():
     assert r["ceiling_ratio"] == pytest.approx(2.0)
 
 
-def test_decode_floor_times_a_step_without_attention(tmp_path):
+def test_ceiling_uses_the_least_work_floor_when_timed():
+    floor = {"136": {"matmuls": {"tokens_per_cpu_s": 1000.0}, "with_top_p": {"tokens_per_cpu_s": 800.0},
+                     "least_work": {"tokens_per_cpu_s": 900.0}, "with_attention_and_top_p": {"tokens_per_cpu_s": 700.0},
+                     "kv_len": 90},
+             "272": {"matmuls": {"tokens_per_cpu_s": 1200.0}, "with_top_p": {"tokens_per_cpu_s": 900.0},
+                     "least_work": {"tokens_per_cpu_s": 880.0}, "with_attention_and_top_p": {"tokens_per_cpu_s": 750.0},
+                     "kv_len": 90}}
+    med = {"engine_now": {"tokens_per_cpu_s": 450.0, "roofline_share": 0.3},
+           "engine_before": {"tokens_per_cpu_s": 400.0, "roofline_share": 0.2}}
+    (r,) = [r for r in bt.goal_rows({"sampling": {"n8": {"median": med}, "decode_floor": floor}})
+            if r["baseline"] == "engine_before"]
+    # the best batch is chosen by the least-work floor (136 rows), not by the matmuls alone (272)
+    assert r["decode_floor_rows"] == 136 and r["decode_floor_bound"] == "least_work" and r["decode_floor_kv_len"] == 90
+    assert r["ceiling_ratio"] == pytest.approx(2.25) and r["decode_floor_ratio"]["matmuls"] == pytest.approx(2.5)
+
+
+def test_mean_kv_len_counts_prompt_and_tokens_so_far():
+    # prompt 3, two tokens: steps read 4 and 5 positions; prompt 2, one token: 3; no tokens: nothing
+    assert bt.mean_kv_len([((1, 2, 3), (4, 5)), ((6, 7), (8,)), ((9,), ())]) == 4
+    assert bt.mean_kv_len([]) == 1
+
+
+def test_decode_floor_times_each_part_of_a_step(tmp_path):
     import torch
     from tiny_qwen import build_tiny_qwen
 
@@ -102,6 +124,33 @@ def test_decode_floor_times_a_step_without_attention(tmp_path):
         ref = model(input_ids=torch.tensor([[1, 2, 3, 4, 5]])).logits[0, 2:4].float()
     assert torch.allclose(logits[:2], ref)  # the positions that drew tokens 4 and 5
     out = bt.decode_floor(model, 8, cfg, roof=1e12, flops_per_token=1e6, logits=logits, steps=2)
+    assert set(out) == {"matmuls", "with_top_p"}  # no cache length: no attention part
     for name in ("matmuls", "with_top_p"):
         assert out[name]["tokens"] == 16 and out[name]["tokens_per_cpu_s"] > 0 and out[name]["roofline_share"] > 0
     assert out["with_top_p"]["cpu_s"] >= out["matmuls"]["cpu_s"]
+    out = bt.decode_floor(model, 8, cfg, roof=1e12, flops_per_token=1e6, logits=logits, steps=2, kv_len=7)
+    assert out["kv_len"] == 7
+    assert out["least_work"]["cpu_s"] >= out["matmuls"]["cpu_s"]
+    assert out["with_attention_and_top_p"]["cpu_s"] >= out["with_top_p"]["cpu_s"]
+
+
+def test_run_all_passes_threads_to_benchmarks_that_offer_it(tmp_path, monkeypatch):
+    script = tmp_path / "fake_bench.py"
+    script.write_text(
+        "import argparse, json, sys\n"
+        "ap = argparse.ArgumentParser()\n"
+        "ap.add_argument('--out')\n"
+        "ap.add_argument('--threads', type=int)\n"
+        "a = ap.parse_args()\n"
+        "open(a.out, 'w').write(json.dumps({'argv': sys.argv[1:]}))\n")
+    plain = tmp_path / "plain_bench.py"
+    plain.write_text(script.read_text().replace("ap.add_argument('--threads', type=int)\n", ""))
+    benches = [run_all.Bench("a", str(script), "a.json", lambda d: {"metric": "m", "ratio": 1.0}),
+               run_all.Bench("b", str(plain), "b.json", lambda d: {"metric": "m", "ratio": 1.0})]
+    monkeypatch.setattr(run_all, "BENCHES", benches)
+    monkeypatch.setattr(run_all, "BY_NAME", {b.name: b for b in benches})
+    assert run_all.main(["--threads", "2", "--out-dir", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "a.json").read_text())["argv"][-2:] == ["--threads", "2"]
+    assert "--threads" not in json.loads((tmp_path / "out" / "b.json").read_text())["argv"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["benchmarks"]["b"]["dropped_args"] == ["--threads", "2"]
