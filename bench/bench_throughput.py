@@ -33,7 +33,7 @@ token) / the bf16 matmul FLOP rate measured at the start of the run. "ceiling" =
 baseline's roofline share: the largest ratio any change could reach against that baseline (ours
 at 100% of the matmul rate); a goal above it cannot be met on this machine. For sampling the
 ceiling is the tighter of that and the decode floor (`decode_floor`: the least work of one decode
-step, its matmuls, fused attention over the mean cache length and one log-normalizer per row, at 1,
+step, its matmuls, attention over the mean cache (the fastest way timed) and one log-normalizer a row, at 1,
 2 and 4 times the engine's batch, the best of them). Writes
 bench/results/throughput.json (bench/results/quick/ with --quick) and prints the table.
 """
@@ -430,16 +430,20 @@ def bench_sampling(args, roof: float | None) -> dict:
         out[f"n{n}"] = block
     sizes = sorted({args.sample_batch, 2 * args.sample_batch, 4 * args.sample_batch})
     logits = drawn_logits(model, drawn, max(sizes))
-    kv_len = mean_kv_len(drawn)
-    out["decode_floor"] = {str(r): decode_floor(model, r, cfg, roof, 2 * params, logits, kv_len=kv_len) for r in sizes}
+    cache = mean_cache(drawn)
+    out["decode_floor"] = {str(r): decode_floor(model, r, cfg, roof, 2 * params, logits, cache=cache,
+                                                rows_per_prompt=cfg.n + 1) for r in sizes}
     return out
 
 
-def mean_kv_len(drawn) -> int:
-    """The mean number of cached positions a decode step attends to over the drawn rows: a row's
-    step i (i = 0, 1, ...) reads its prompt and its first i generated tokens, plus the new one."""
-    lens = [len(prompt) + i + 1 for prompt, toks in drawn for i in range(len(toks))]
-    return round(sum(lens) / len(lens)) if lens else 1
+def mean_cache(drawn) -> tuple[int, int]:
+    """(prompt, generated): the mean number of cached positions a decode step attends to over the drawn
+    rows, split into the prompt's and the row's own: a row's step i (i = 0, 1, ...) reads its prompt
+    and its first i generated tokens, plus the new one."""
+    steps = [(len(prompt), i + 1) for prompt, toks in drawn for i in range(len(toks))]
+    if not steps:
+        return 1, 1
+    return round(sum(p for p, _ in steps) / len(steps)), round(sum(g for _, g in steps) / len(steps))
 
 
 def drawn_logits(model, drawn, rows: int):
@@ -460,21 +464,52 @@ def drawn_logits(model, drawn, rows: int):
     return logits.repeat((rows + len(logits) - 1) // len(logits), 1)[:rows]
 
 
+def shared_prefix_attention(q, k_prompt, v_prompt, k_gen, v_gen, sizes: list[int]):
+    """One-token attention where consecutive rows continue the same prompt: q (rows, hq, 1, d); the
+    prompt's keys/values once per prompt, (prompts, hk, prompt, d); each row's own, (rows, hk, gen, d);
+    sizes[j] rows continue prompt j. The prompts' part runs as one batched matmul over prompts, each with
+    all its rows' query heads (rows x group per key/value head); prompts of one size go together.
+    Returns (rows, hq, 1, d)."""
+    import torch
+
+    rows, hq, _, d = q.shape
+    hk, n_prompt = k_prompt.shape[1], k_prompt.shape[2]
+    grp = hq // hk
+    out, a, j = [], 0, 0
+    while a < rows:
+        m = sizes[j]
+        n = next((i for i in range(j, len(sizes)) if sizes[i] != m), len(sizes)) - j  # prompts of m rows from j
+        qg = q[a : a + n * m].reshape(n, m, hk, grp, d)
+        qp = qg.permute(0, 2, 1, 3, 4).reshape(n, hk, m * grp, d)  # per prompt and key/value head: all its queries
+        sp = torch.matmul(qp, k_prompt[j : j + n].transpose(-1, -2)).reshape(n, hk, m, grp, n_prompt)
+        sp = sp.permute(0, 2, 1, 3, 4).reshape(n * m, hk, grp, n_prompt)
+        sg = torch.matmul(qg.reshape(n * m, hk, grp, d), k_gen[a : a + n * m].transpose(-1, -2))
+        p = torch.softmax(torch.cat([sp, sg], dim=-1).float() * d ** -0.5, dim=-1).to(q.dtype)
+        pp = p[..., :n_prompt].reshape(n, m, hk, grp, n_prompt).permute(0, 2, 1, 3, 4).reshape(n, hk, m * grp, n_prompt)
+        o = torch.matmul(pp, v_prompt[j : j + n]).reshape(n, hk, m, grp, d).permute(0, 2, 1, 3, 4)
+        out.append(o.reshape(n * m, hk, grp, d) + torch.matmul(p[..., n_prompt:], v_gen[a : a + n * m]))
+        a, j = a + n * m, j + n
+    return torch.cat(out).reshape(rows, hq, 1, d)
+
+
 def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: float, logits, steps: int = 6,
-                 kv_len: int | None = None) -> dict:
+                 cache: tuple[int, int] | None = None, rows_per_prompt: int = 1) -> dict:
     """The least one decode step of `rows` one-token rows must do, each part timed alone:
 
       matmuls     every decoder layer's q/k/v/o projections and MLP, and the LM head
-      attention   (with `kv_len`) each layer's one-token query against `kv_len` cached keys and values,
-                  the faster of PyTorch's fused SDPA (grouped-query) and one matmul per key/value head
-                  for its group of query heads, as the engine does; contiguous cache, no copies, no mask
+      attention   (with `cache` = (prompt, generated) cached positions) each layer's one-token queries
+                  against their cached keys and values, the fastest of three ways: PyTorch's fused SDPA
+                  (grouped-query), one matmul per key/value head for its group of query heads (as the
+                  engine does), and that with the prompt's keys and values shared by the
+                  `rows_per_prompt` rows that continue it (one matmul for all their queries; the engine
+                  copies the prompt's cache to each row). Contiguous caches, no mask.
       normalizer  one log-sum-exp over each row's full-vocabulary logits: an exact temperature / top-p
                   draw cannot know a token's probability without it
       top_p       the engine's own top-p draw and its log-normalizer for the token log-probs, on the
                   `logits` the engine really drew from (drawn_logits: random hidden states give flat
                   logits, and top-p then sorts the whole vocabulary)
 
-    Reported as "matmuls", "with_top_p" (matmuls + top_p), and with `kv_len` also "least_work" (matmuls
+    Reported as "matmuls", "with_top_p" (matmuls + top_p), and with `cache` also "least_work" (matmuls
     + attention + normalizer: what every engine must do, however written) and "with_attention_and_top_p".
     No norms, rotary, cache writes, prefill or Python: no engine at this batch size generates tokens
     faster than "least_work", so least_work / engine_before bounds any sampling speed-up from above."""
@@ -490,9 +525,35 @@ def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: flo
     c = model.config
     hq, hk = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
     d = getattr(c, "head_dim", None) or c.hidden_size // hq
-    if kv_len:
-        q = torch.randn(rows, hq, 1, d, generator=g).to(model.dtype)
-        kv = [torch.randn(rows, hk, kv_len, d, generator=g).to(model.dtype) for _ in range(2)]
+    grp = hq // hk
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g).to(model.dtype)
+
+    if cache:
+        n_prompt, n_gen = cache
+        q = rand(rows, hq, 1, d)
+        kv = [rand(rows, hk, n_prompt + n_gen, d) for _ in range(2)]
+        per = max(1, min(rows_per_prompt, rows))
+        sizes = [per] * (rows // per) + ([rows % per] if rows % per else [])  # the rows of each prompt
+        kv_prompt = [rand(len(sizes), hk, n_prompt, d) for _ in range(2)]
+        kv_gen = [rand(rows, hk, n_gen, d) for _ in range(2)]
+
+    def attention_sdpa():
+        for _ in model.model.layers:
+            F.scaled_dot_product_attention(q, kv[0], kv[1], enable_gqa=hq != hk)
+
+    def grouped(qg, k, v):  # each key/value head against its group of query heads: one matmul per side
+        s = torch.matmul(qg, k.transpose(-1, -2)).float() * d ** -0.5
+        return torch.matmul(torch.softmax(s, dim=-1).to(v.dtype), v)
+
+    def attention_grouped():
+        for _ in model.model.layers:
+            grouped(q.reshape(rows, hk, grp, d), kv[0], kv[1])
+
+    def attention_shared():
+        for _ in model.model.layers:
+            shared_prefix_attention(q, *kv_prompt, *kv_gen, sizes)
 
     def matmuls():
         for layer in model.model.layers:
@@ -517,8 +578,9 @@ def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: flo
         sampling._sample_rows(logits, u, cfg.temperature, cfg.top_p), torch.logsumexp(logits, -1)
 
     parts = {"matmuls": matmuls, "top_p": top_p}
-    if kv_len:
-        parts.update(attention_sdpa=attention_sdpa, attention_grouped=attention_grouped, normalizer=normalizer)
+    if cache:
+        parts.update(attention_sdpa=attention_sdpa, attention_grouped=attention_grouped,
+                     attention_shared=attention_shared, normalizer=normalizer)
     clocks = {}
     with torch.inference_mode():
         for name, step in parts.items():
@@ -527,8 +589,9 @@ def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: flo
                 for _ in range(steps):
                     step()
             clocks[name] = clock
-    if kv_len:  # the faster of the two ways (on some CPUs SDPA's one-token-query kernel is ~10x slower)
-        fastest = min(("attention_sdpa", "attention_grouped"), key=lambda n: clocks[n].cpu)
+    ways = ("sdpa", "grouped", "shared")
+    if cache:  # the fastest way (on some CPUs SDPA's one-token-query kernel is ~10x slower)
+        fastest = min((f"attention_{w}" for w in ways), key=lambda n: clocks[n].cpu)
         clocks["attention"] = clocks[fastest]
 
     def combined(*names):
@@ -536,11 +599,11 @@ def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: flo
                     flops_per_token, roof)
 
     out = {"matmuls": combined("matmuls"), "with_top_p": combined("matmuls", "top_p")}
-    if kv_len:
+    if cache:
         out["least_work"] = combined("matmuls", "attention", "normalizer")
         out["with_attention_and_top_p"] = combined("matmuls", "attention", "top_p")
-        out["kv_len"] = kv_len
-        out["attention_cpu_s"] = {n: clocks[f"attention_{n}"].cpu for n in ("sdpa", "grouped")}
+        out["cache"] = {"prompt": cache[0], "generated": cache[1], "rows_per_prompt": per}
+        out["attention_cpu_s"] = {w: clocks[f"attention_{w}"].cpu for w in ways}
     for name, r in out.items():
         if isinstance(r, dict) and "tokens_per_cpu_s" in r:
             print(f"[bench] decode floor, {rows} rows, {name}: {r['tokens_per_cpu_s']:.0f} tok/CPU-s", flush=True)
@@ -709,8 +772,8 @@ def goal_rows(result: dict) -> list[dict]:
                 rows[-1]["decode_floor_bound"] = bound
                 rows[-1]["decode_floor_ratio"] = {k: v["tokens_per_cpu_s"] / med[base]["tokens_per_cpu_s"]
                                                   for k, v in floor[best].items() if isinstance(v, dict) and "tokens_per_cpu_s" in v}
-                if "kv_len" in floor[best]:
-                    rows[-1]["decode_floor_kv_len"] = floor[best]["kv_len"]
+                if "cache" in floor[best]:
+                    rows[-1]["decode_floor_cache"] = floor[best]["cache"]
                 rows[-1]["ceiling_ratio"] = min(rows[-1]["ceiling_ratio"] or float("inf"),
                                                 rows[-1]["decode_floor_ratio"][bound])
     return rows
@@ -747,9 +810,11 @@ def print_table(result: dict) -> None:
                     f"{r['baseline']}'s tokens per CPU-second: matmuls {f['matmuls']:.2f}x, + the engine's top-p draw "
                     f"{f['with_top_p']:.2f}x")
             if "least_work" in f:
-                line += (f"; + fused attention over {r.get('decode_floor_kv_len')} cached positions and one "
-                         f"log-normalizer (the least work of any exact sampler) {f['least_work']:.2f}x, with the "
-                         f"engine's draw instead {f['with_attention_and_top_p']:.2f}x")
+                cache = r.get("decode_floor_cache") or {}
+                line += (f"; + attention over {cache.get('prompt')} prompt and {cache.get('generated')} generated "
+                         "cached positions (the fastest way timed) and one log-normalizer, the least work of any "
+                         f"exact sampler: {f['least_work']:.2f}x (with the engine's draw instead "
+                         f"{f['with_attention_and_top_p']:.2f}x)")
             console.print(line + f": the ceiling for any engine is {r['ceiling_ratio']:.2f}x", highlight=False)
     if result.get("peak_rss_01"):
         console.print(f"peak RSS of 01: {result['peak_rss_01']}", highlight=False)

@@ -91,23 +91,24 @@ def test_sampling_ceiling_is_the_tighter_of_roofline_and_decode_floor():
 def test_ceiling_uses_the_least_work_floor_when_timed():
     floor = {"136": {"matmuls": {"tokens_per_cpu_s": 1000.0}, "with_top_p": {"tokens_per_cpu_s": 800.0},
                      "least_work": {"tokens_per_cpu_s": 900.0}, "with_attention_and_top_p": {"tokens_per_cpu_s": 700.0},
-                     "kv_len": 90},
+                     "cache": {"prompt": 60, "generated": 30, "rows_per_prompt": 9}},
              "272": {"matmuls": {"tokens_per_cpu_s": 1200.0}, "with_top_p": {"tokens_per_cpu_s": 900.0},
                      "least_work": {"tokens_per_cpu_s": 880.0}, "with_attention_and_top_p": {"tokens_per_cpu_s": 750.0},
-                     "kv_len": 90}}
+                     "cache": {"prompt": 60, "generated": 30, "rows_per_prompt": 9}}}
     med = {"engine_now": {"tokens_per_cpu_s": 450.0, "roofline_share": 0.3},
            "engine_before": {"tokens_per_cpu_s": 400.0, "roofline_share": 0.2}}
     (r,) = [r for r in bt.goal_rows({"sampling": {"n8": {"median": med}, "decode_floor": floor}})
             if r["baseline"] == "engine_before"]
     # the best batch is chosen by the least-work floor (136 rows), not by the matmuls alone (272)
-    assert r["decode_floor_rows"] == 136 and r["decode_floor_bound"] == "least_work" and r["decode_floor_kv_len"] == 90
+    assert r["decode_floor_rows"] == 136 and r["decode_floor_bound"] == "least_work" and r["decode_floor_cache"]["prompt"] == 60
     assert r["ceiling_ratio"] == pytest.approx(2.25) and r["decode_floor_ratio"]["matmuls"] == pytest.approx(2.5)
 
 
-def test_mean_kv_len_counts_prompt_and_tokens_so_far():
-    # prompt 3, two tokens: steps read 4 and 5 positions; prompt 2, one token: 3; no tokens: nothing
-    assert bt.mean_kv_len([((1, 2, 3), (4, 5)), ((6, 7), (8,)), ((9,), ())]) == 4
-    assert bt.mean_kv_len([]) == 1
+def test_mean_cache_counts_prompt_and_tokens_so_far():
+    # prompt 3 with two tokens: steps read (3, 1) and (3, 2); prompt 2 with one token: (2, 1); no tokens: nothing
+    assert bt.mean_cache([((1, 2, 3), (4, 5)), ((6, 7), (8,)), ((9,), ())]) == (3, 1)
+    assert bt.mean_cache([((1, 2, 3, 4), (5, 6, 7, 8, 9))]) == (4, 3)
+    assert bt.mean_cache([]) == (1, 1)
 
 
 def test_decode_floor_times_each_part_of_a_step(tmp_path):
@@ -128,8 +129,10 @@ def test_decode_floor_times_each_part_of_a_step(tmp_path):
     for name in ("matmuls", "with_top_p"):
         assert out[name]["tokens"] == 16 and out[name]["tokens_per_cpu_s"] > 0 and out[name]["roofline_share"] > 0
     assert out["with_top_p"]["cpu_s"] >= out["matmuls"]["cpu_s"]
-    out = bt.decode_floor(model, 8, cfg, roof=1e12, flops_per_token=1e6, logits=logits, steps=2, kv_len=7)
-    assert out["kv_len"] == 7
+    out = bt.decode_floor(model, 8, cfg, roof=1e12, flops_per_token=1e6, logits=logits, steps=2, cache=(5, 2),
+                          rows_per_prompt=3)  # 8 rows: prompts of 3, 3 and 2 rows
+    assert out["cache"] == {"prompt": 5, "generated": 2, "rows_per_prompt": 3}
+    assert set(out["attention_cpu_s"]) == {"sdpa", "grouped", "shared"}
     assert out["least_work"]["cpu_s"] >= out["matmuls"]["cpu_s"]
     assert out["with_attention_and_top_p"]["cpu_s"] >= out["with_top_p"]["cpu_s"]
 
@@ -154,3 +157,20 @@ def test_run_all_passes_threads_to_benchmarks_that_offer_it(tmp_path, monkeypatc
     assert "--threads" not in json.loads((tmp_path / "out" / "b.json").read_text())["argv"]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["benchmarks"]["b"]["dropped_args"] == ["--threads", "2"]
+
+
+def test_shared_prefix_attention_is_attention():
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    rows, hq, hk, d, n_prompt, n_gen, sizes = 7, 6, 2, 8, 5, 3, [3, 3, 1]
+    q = torch.randn(rows, hq, 1, d, generator=g, dtype=torch.float64)
+    k_prompt, v_prompt = (torch.randn(len(sizes), hk, n_prompt, d, generator=g, dtype=torch.float64) for _ in range(2))
+    k_gen, v_gen = (torch.randn(rows, hk, n_gen, d, generator=g, dtype=torch.float64) for _ in range(2))
+    owner = torch.tensor([j for j, m in enumerate(sizes) for _ in range(m)])
+    k = torch.cat([k_prompt[owner], k_gen], dim=2).repeat_interleave(hq // hk, dim=1)
+    v = torch.cat([v_prompt[owner], v_gen], dim=2).repeat_interleave(hq // hk, dim=1)
+    ref = F.scaled_dot_product_attention(q, k, v)
+    out = bt.shared_prefix_attention(q, k_prompt, v_prompt, k_gen, v_gen, sizes)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-6)
