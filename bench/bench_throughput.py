@@ -610,6 +610,45 @@ def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: flo
     return out
 
 
+def forward_floor(model, rows: int, useful: float, roof: float | None, flops_per_token: float, steps: int = 3) -> dict:
+    """The least a scoring batch must do: every decoder layer's linear layers (q/k/v/o, gate/up/down
+    projections) on `rows` token rows (a batch's tokens, padding included), timed alone; `useful` of
+    those rows are real tokens. "with_lora": the layers as the evaluator runs them, LoRA adapters
+    included; "merged": the base layers only, as if the adapters were merged into them. No attention,
+    norms, activations, embeddings or head (one row per solution: negligible). Batching cannot score
+    faster than "merged", so merged / batch1 bounds the batching speed-up from above."""
+    import torch
+
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, rows, lm.config.hidden_size, generator=g).to(lm.dtype)
+    h = torch.randn(1, rows, lm.config.intermediate_size, generator=g).to(lm.dtype)
+
+    def linears(merged: bool):
+        for layer in lm.model.layers:
+            a, m = layer.self_attn, layer.mlp
+            for mod, inp in ((a.q_proj, x), (a.k_proj, x), (a.v_proj, x), (a.o_proj, x), (m.gate_proj, x),
+                             (m.up_proj, x), (m.down_proj, h)):
+                (getattr(mod, "base_layer", mod) if merged else mod)(inp)
+
+    was_training = model.training
+    model.eval()  # as Evaluator.logits runs it: no LoRA dropout
+    out: dict = {"rows": rows, "useful_rows": useful}
+    try:
+        with torch.inference_mode():
+            for name, merged in (("with_lora", False), ("merged", True)):
+                linears(merged)  # warm up
+                with Clock() as c:
+                    for _ in range(steps):
+                        linears(merged)
+                out[name] = rate(useful * steps, c.wall, c.cpu, flops_per_token, roof)
+                print(f"[bench] forward floor, {rows} rows ({useful:.0f} real tokens), {name}: "
+                      f"{out[name]['tokens_per_cpu_s']:.0f} tok/CPU-s", flush=True)
+    finally:
+        model.train(was_training)
+    return out
+
+
 # ---------------------------------------------------------------------------- evaluator
 
 
@@ -650,6 +689,10 @@ def bench_scoring(args, roof: float | None) -> dict:
         block = {"runs": runs, "params": params,
                  "max_abs_z_diff_batched_vs_batch1": max(abs(a - b) for a, b in zip(zs["batched"], zs["batch1"]))}
         _medians(block)
+        lengths = sorted((len(e) for e in encoded), reverse=True)  # Evaluator.logits: longest first
+        batches = [lengths[i : i + args.score_batch] for i in range(0, len(lengths), args.score_batch)]
+        padded = round(sum(len(b) * b[0] for b in batches) / len(batches))
+        block["forward_floor"] = forward_floor(ev.model, padded, tokens / len(batches), roof, 2 * params)
         out[kind] = block
         del ev, base
         gc.collect()
@@ -764,6 +807,13 @@ def goal_rows(result: dict) -> list[dict]:
             share = rows[-1]["baseline_roofline_share"]
             # the most any change could give: ours at 100% of the measured bf16 matmul rate
             rows[-1]["ceiling_ratio"] = 1 / share if share else None
+            fwd = (block or {}).get("forward_floor") if stage.startswith("scoring") else None
+            if fwd:  # a tighter bound: the batch's linear layers alone
+                rows[-1]["forward_floor_ratio"] = {k: fwd[k]["tokens_per_cpu_s"] / med[base]["tokens_per_cpu_s"]
+                                                   for k in ("with_lora", "merged")}
+                rows[-1]["forward_floor_rows"] = fwd["rows"]
+                rows[-1]["ceiling_ratio"] = min(rows[-1]["ceiling_ratio"] or float("inf"),
+                                                rows[-1]["forward_floor_ratio"]["merged"])
             floor = (result.get("sampling") or {}).get("decode_floor") if stage.startswith("sampling") else None
             if floor:  # a tighter bound: the least work of a decode step, at the best batch size timed
                 bound = "least_work" if all("least_work" in f for f in floor.values()) else "matmuls"
@@ -816,6 +866,13 @@ def print_table(result: dict) -> None:
                          f"exact sampler: {f['least_work']:.2f}x (with the engine's draw instead "
                          f"{f['with_attention_and_top_p']:.2f}x)")
             console.print(line + f": the ceiling for any engine is {r['ceiling_ratio']:.2f}x", highlight=False)
+    for r in result.get("goals", []):
+        if r.get("forward_floor_ratio") and r["goal"] is not None:
+            f = r["forward_floor_ratio"]
+            console.print(f"{r['stage']}: a scoring batch's linear layers alone ({r['forward_floor_rows']} token rows) "
+                          f"run at {f['with_lora']:.2f}x {r['baseline']}'s tokens per CPU-second with their LoRA "
+                          f"adapters, {f['merged']:.2f}x as if merged: the ceiling for any batching is "
+                          f"{r['ceiling_ratio']:.2f}x", highlight=False)
     if result.get("peak_rss_01"):
         console.print(f"peak RSS of 01: {result['peak_rss_01']}", highlight=False)
     console.print(f"threads {result['threads']}; load average {result['loadavg_start']} at start, "
@@ -860,7 +917,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each variant (medians)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--sft-steps", type=int, default=6)
+    ap.add_argument("--sft-steps", type=int, default=12, help="timed steps a variant (6 read +-10%% run to run)")
     ap.add_argument("--sft-problems", type=int, default=400)
     ap.add_argument("--sample-problems", type=int, default=32)
     ap.add_argument("--sample-n", default="8,16")

@@ -174,3 +174,33 @@ def test_shared_prefix_attention_is_attention():
     ref = F.scaled_dot_product_attention(q, k, v)
     out = bt.shared_prefix_attention(q, k_prompt, v_prompt, k_gen, v_gen, sizes)
     assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-6)
+
+
+def test_scoring_ceiling_is_the_merged_forward_floor():
+    fwd = {"rows": 2400, "useful_rows": 2300.0, "with_lora": {"tokens_per_cpu_s": 1000.0},
+           "merged": {"tokens_per_cpu_s": 1250.0}}
+    scoring = {"head": {"median": {"batched": {"tokens_per_cpu_s": 800.0, "roofline_share": 0.4},
+                                   "batch1": {"tokens_per_cpu_s": 500.0, "roofline_share": 0.25}},
+                        "forward_floor": fwd}}
+    (r,) = bt.goal_rows({"scoring": scoring})
+    assert r["forward_floor_ratio"] == {"with_lora": pytest.approx(2.0), "merged": pytest.approx(2.5)}
+    assert r["ceiling_ratio"] == pytest.approx(2.5) and r["forward_floor_rows"] == 2400  # below 1 / 0.25 = 4x
+    scoring["head"]["median"]["batch1"]["roofline_share"] = 0.5
+    (r,) = bt.goal_rows({"scoring": scoring})
+    assert r["ceiling_ratio"] == pytest.approx(2.0)  # now the roofline is the tighter bound
+
+
+def test_forward_floor_times_the_linear_layers_with_and_without_lora(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from tiny_qwen import build_tiny_qwen
+
+    from mathlite import models
+
+    base = models.load_model(str(build_tiny_qwen(tmp_path / "tiny")), quant="none")
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.1))
+    model.train()
+    out = bt.forward_floor(model, rows=12, useful=10.0, roof=1e12, flops_per_token=1e6, steps=2)
+    assert out["rows"] == 12 and out["useful_rows"] == 10.0
+    for name in ("with_lora", "merged"):
+        assert out[name]["tokens"] == 20 and out[name]["tokens_per_cpu_s"] > 0
+    assert model.training  # the model's mode is given back
