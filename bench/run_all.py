@@ -227,8 +227,24 @@ def run_bench(b: Bench, out_dir: Path, quick: bool, extra: list[str], timeout_s:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
             rec["headline_error"] = f"{type(e).__name__}: {e}"
         if not fresh:
-            rec["stale_result_from"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(out_file.stat().st_mtime))
+            rec["stale_result_from"] = result_date(out_file)
     return rec
+
+
+def result_date(path: Path) -> str:
+    """When a result file was written: its last commit's date if git tracks it unchanged (a fresh clone
+    gives every file the checkout time), else the file's modification time."""
+    try:
+        rel = str(path.resolve().relative_to(REPO))
+        changed = subprocess.run(["git", "status", "--porcelain", "--", rel], cwd=REPO, capture_output=True,
+                                 text=True, timeout=30)
+        dated = subprocess.run(["git", "log", "-1", "--format=%cd", "--date=format:%Y-%m-%d %H:%M", "--", rel],
+                               cwd=REPO, capture_output=True, text=True, timeout=30)
+        if changed.returncode == 0 and not changed.stdout.strip() and dated.returncode == 0 and dated.stdout.strip():
+            return f"{dated.stdout.strip()}, committed"
+    except (ValueError, OSError, subprocess.SubprocessError):
+        pass  # outside the repository, or no git: the file's own time
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
 
 
 def previous(b: Bench, out_dir: Path) -> dict:
@@ -239,7 +255,7 @@ def previous(b: Bench, out_dir: Path) -> dict:
     if out_file.exists():
         try:
             rec["headline"] = b.headline(json.loads(out_file.read_text()))
-            rec["stale_result_from"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(out_file.stat().st_mtime))
+            rec["stale_result_from"] = result_date(out_file)
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
             rec["headline_error"] = f"{type(e).__name__}: {e}"
     return rec

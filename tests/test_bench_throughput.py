@@ -204,3 +204,25 @@ def test_forward_floor_times_the_linear_layers_with_and_without_lora(tmp_path):
     for name in ("with_lora", "merged"):
         assert out[name]["tokens"] == 20 and out[name]["tokens_per_cpu_s"] > 0
     assert model.training  # the model's mode is given back
+
+
+def test_result_date_of_a_committed_file_is_its_commit_date(tmp_path, monkeypatch):
+    import os
+    import re
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "bench" / "results").mkdir(parents=True)
+    result = repo / "bench" / "results" / "r.json"
+    result.write_text("{}")
+    env = {"GIT_AUTHOR_DATE": "2020-01-02T03:04:00", "GIT_COMMITTER_DATE": "2020-01-02T03:04:00"}
+    for cmd in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "r"]):
+        subprocess.run(["git", *cmd], cwd=repo, check=True, env={**os.environ, **env})
+    monkeypatch.setattr(run_all, "REPO", repo)
+    # a checkout's file time says nothing about when the result was measured: the commit's date does
+    assert run_all.result_date(result) == "2020-01-02 03:04, committed"
+    result.write_text('{"changed": true}')  # changed since: the file's own time
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", run_all.result_date(result))
+    outside = tmp_path / "x.json"
+    outside.write_text("{}")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", run_all.result_date(outside))
