@@ -562,15 +562,6 @@ def decode_floor(model, rows: int, cfg, roof: float | None, flops_per_token: flo
             layer.mlp(x)
         return model.lm_head(x).float()
 
-    def attention_sdpa():
-        for _ in model.model.layers:
-            F.scaled_dot_product_attention(q, kv[0], kv[1], enable_gqa=hq != hk)
-
-    def attention_grouped():  # each key/value head against its group of query heads, one matmul per side
-        for _ in model.model.layers:
-            s = torch.matmul(q.reshape(rows, hk, hq // hk, d), kv[0].transpose(-1, -2)).float() * d ** -0.5
-            torch.matmul(torch.softmax(s, dim=-1).to(kv[1].dtype), kv[1])
-
     def normalizer():
         torch.logsumexp(logits, -1)
 
